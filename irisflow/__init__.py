@@ -1,0 +1,1 @@
+"""irisflow: live market-data streams through a composable pipeline."""

@@ -1,0 +1,5 @@
+"""Shared fixtures. Fixture families live in their own ``fix_*.py`` modules."""
+
+from __future__ import annotations
+
+pytest_plugins: list[str] = []
