@@ -13,6 +13,9 @@ Every error irisflow raises on purpose derives from :class:`IrisflowError`. The 
         ├── ConnectError           could not open a connection (DNS, refused, TLS, handshake)
         ├── ConnectionClosed       an open connection went away
         ├── VenueError             the venue answered with an error (bad subscription, auth)
+        │   ├── TelegramTargetError    a chat refused (400/403): that target is disabled
+        │   ├── TelegramMessageError   a message refused (400): resent as plain text
+        │   └── TelegramAuthError      the bot token was rejected (401/404)
         └── DatabaseError          PostgreSQL is unreachable or refused a statement
 
 Messages say what happened, show the value, and say what to do. Foreign exceptions (wsproto,
