@@ -6,7 +6,7 @@ messages as fast as loopback takes them; the client sends SUBSCRIBE, then counts
 
 (a) a minimal Trio client driving websockets' sans-IO ``ClientProtocol`` (the ceiling);
 (b) irisflow's transport, ``irisflow._transport.open_websocket`` + ``receive_batch``;
-(c) irisflow's full ``watch`` pipeline, once ``measure_irisflow_watch`` is wired in.
+(c) irisflow's full ``watch`` pipeline: decode, typed events, filter, channels.
 
 Run: ``.venv/bin/python benchmarks/live_throughput.py [--frames N] [--rounds R]``
 """
@@ -14,6 +14,7 @@ Run: ``.venv/bin/python benchmarks/live_throughput.py [--frames N] [--rounds R]`
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -33,7 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _blaster import serve_blaster
 
 from irisflow._errors import ConnectionClosed
+from irisflow._pipeline import Pipeline
+from irisflow._run import Runner
 from irisflow._transport import open_websocket
+from irisflow.venues.binance import BINANCE
 
 FRAMES = 200_000
 READ_SIZE = 2**16  # the same read size as irisflow's transport
@@ -90,14 +94,19 @@ async def measure_transport(port: int) -> float:
 # ---------------------------------------------------------------------------------------
 # TO BE WIRED BY THE LEAD: irisflow's full `watch` command against the blaster.
 # ---------------------------------------------------------------------------------------
-async def measure_irisflow_watch(port: int) -> float:
-    """(c) Messages per second through ``irisflow watch`` (venue adapter, decode, pipeline,
-    sink) pointed at the blaster's ``ws://127.0.0.1:{port}/stream``.
+async def measure_irisflow_watch(port: int, frames: int = FRAMES) -> float:
+    """(c) Messages per second through ``irisflow watch --filter 'price > 45000' --output none``:
+    the Binance venue adapter, decoding into typed events, the filter, the runner's channels.
 
-    Not wired yet: replace the raise with a run of the watch pipeline that stops on the
-    blaster's close frame and returns trades / elapsed seconds.
+    Every blaster trade is above 45000, so the run stops (``--max-events``) once all arrived.
     """
-    raise NotImplementedError("irisflow watch is not wired into this benchmark yet")
+    plan = BINANCE.plan(["btcusdt"], ["trade"], f"ws://127.0.0.1:{port}")
+    runner = Runner(Pipeline.from_filters(["price > 45000"], plan.kinds), max_events=frames)
+    started = time.perf_counter()
+    summary = await runner.watch([plan])
+    elapsed = time.perf_counter() - started
+    assert summary.emitted == frames, summary
+    return frames / elapsed
 
 
 async def fresh_blaster_run(frames: int, measure: Callable[[int], Awaitable[float]]) -> float:
@@ -119,7 +128,7 @@ async def main(frames: int, rounds: int) -> None:
     candidates: dict[str, Callable[[int], Awaitable[float]]] = {
         "minimal sans-IO client": measure_minimal,
         "irisflow transport": measure_transport,
-        "irisflow watch": measure_irisflow_watch,
+        "irisflow watch": functools.partial(measure_irisflow_watch, frames=frames),
     }
     results: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(rounds):

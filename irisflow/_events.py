@@ -31,6 +31,7 @@ __all__ = [
     "Trade",
     "event_kind",
     "field_doc",
+    "is_time_field",
     "to_datetime",
 ]
 
@@ -46,6 +47,11 @@ _E = TypeVar("_E", bound="type[Event]")
 def _doc(text: str) -> Any:
     """A required attrs field carrying a one-line description (shown by ``irisflow venues``)."""
     return attrs.field(metadata={"doc": text})
+
+
+def _time(text: str) -> Any:
+    """A required time field (int ns since the epoch); JSON lines show it as ISO-8601 UTC."""
+    return attrs.field(metadata={"doc": text, "time": True})
 
 
 def _opt(text: str) -> Any:
@@ -72,6 +78,11 @@ def field_doc(cls: type[Event], name: str) -> str:
     return str(field.metadata.get("doc", ""))
 
 
+def is_time_field(cls: type[Event], name: str) -> bool:
+    """Whether field ``name`` of ``cls`` holds a time (int ns since the epoch)."""
+    return bool(attrs.fields_dict(cls)[name].metadata.get("time", False))
+
+
 def to_datetime(ns: int) -> _dt.datetime:
     """Turn an irisflow timestamp (ns since the epoch) into an aware UTC ``datetime``.
 
@@ -89,8 +100,8 @@ class Event:
 
     venue: str = _doc("venue name, e.g. 'binance'")
     symbol: str = _doc("venue-native symbol, upper case, e.g. 'BTCUSDT'")
-    ts: int = _doc("exchange time, ns since the Unix epoch (UTC)")
-    recv_ts: int = _doc("local receive time, ns since the Unix epoch (UTC)")
+    ts: int = _time("exchange time, ns since the Unix epoch (UTC)")
+    recv_ts: int = _time("local receive time, ns since the Unix epoch (UTC)")
 
 
 @event_kind
@@ -128,8 +139,8 @@ class Candle(Event):
     kind: ClassVar[str] = "candle"
 
     interval: str = _doc("bar length in the venue's notation, e.g. '1m'")
-    start: int = _doc("bar open time, ns since the epoch")
-    end: int = _doc("bar close time, ns since the epoch")
+    start: int = _time("bar open time, ns since the epoch")
+    end: int = _time("bar close time, ns since the epoch")
     open: Decimal = _doc("first price in the bar")
     high: Decimal = _doc("highest price in the bar")
     low: Decimal = _doc("lowest price in the bar")
@@ -201,13 +212,11 @@ class Gap(Event):
     kind: ClassVar[str] = "gap"
 
     streams: tuple[str, ...] = _doc("the venue streams affected")
-    start: int = _doc("when the data stopped, ns since the epoch")
-    end: int = _doc("when the data resumed (or irisflow stopped), ns since the epoch")
+    start: int = _time("when the data stopped, ns since the epoch")
+    end: int = _time("when the data resumed (or irisflow stopped), ns since the epoch")
     cause: str = _doc("why, e.g. 'connection closed (1006)' or 'stale: no data for 30s'")
 
 
 def kinds_with_field(name: str) -> list[type[Event]]:
     """The registered kinds that have a field called ``name``."""
     return [cls for cls in KINDS.values() if name in attrs.fields_dict(cls)]
-
-

@@ -1,0 +1,5 @@
+"""``python -m irisflow``."""
+
+from ._cli import main
+
+main()

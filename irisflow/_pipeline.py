@@ -1,0 +1,86 @@
+"""The pipeline: plain synchronous steps over batches of events (sans-IO).
+
+Nothing here awaits, reads a socket or looks at a clock of its own: sources hand the pipeline
+batches, the pipeline hands back what comes out. That is what makes a replay of a recording
+produce exactly what the live run produced, and what lets every step be tested without Trio.
+
+A step is anything with ``process(events) -> events``. Steps may also keep time-driven state
+(windows, throttles); they get ``advance(now_ns)`` calls, driven by event time, and return what
+the passing of time releases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+import attrs
+
+from ._events import Event, Gap
+from ._filter import Filter, compile_filter
+
+__all__ = ["FilterStep", "Pipeline", "Step"]
+
+
+class Step(Protocol):
+    """One stage of a pipeline."""
+
+    def process(self, events: list[Event]) -> list[Event]:
+        """Take a batch, return what passes on (may be the same list, may be empty)."""
+        ...
+
+    def advance(self, now: int) -> list[Event]:
+        """Event time moved to ``now`` (ns): return anything that is now due."""
+        ...
+
+
+@attrs.define
+class FilterStep:
+    """Keep the events every filter accepts. Gap events always pass: holes stay visible."""
+
+    filters: tuple[Filter, ...]
+
+    def process(self, events: list[Event]) -> list[Event]:
+        """The events all filters accept, plus every gap."""
+        for predicate in self.filters:
+            events = [e for e in events if predicate(e) or e.__class__ is Gap]
+        return events
+
+    def advance(self, now: int) -> list[Event]:
+        """Filters keep no time-driven state."""
+        return []
+
+
+@attrs.define
+class Pipeline:
+    """A chain of steps; what one step returns is the next one's input."""
+
+    steps: list[Step] = attrs.field(factory=list)
+
+    @classmethod
+    def from_filters(cls, texts: Iterable[str], kinds: Iterable[type[Event]]) -> Pipeline:
+        """A pipeline of one filter step (all filters must hold), checked against ``kinds``.
+
+        Raises:
+            FilterError: a filter does not parse or cannot match any of ``kinds``.
+        """
+        kinds = tuple(kinds)
+        filters = tuple(compile_filter(text, kinds) for text in texts)
+        return cls([FilterStep(filters)] if filters else [])
+
+    def process(self, events: list[Event]) -> list[Event]:
+        """Run a batch through every step."""
+        for step in self.steps:
+            if not events:
+                break
+            events = step.process(events)
+        return events
+
+    def advance(self, now: int) -> list[Event]:
+        """Let time-driven steps release what is due; the output runs through later steps."""
+        out: list[Event] = []
+        for step in self.steps:
+            if out:
+                out = step.process(out)
+            out.extend(step.advance(now))
+        return out

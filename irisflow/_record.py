@@ -1,0 +1,239 @@
+"""Recordings: every frame irisflow heard, in order, so a run can be replayed exactly.
+
+A recording is JSON lines, one object per received frame::
+
+    {"venue":"binance","recv_ts":1767225600123456789,"frame":"{\\"stream\\":...}"}
+
+``frame`` is the frame's exact text; frames that arrived in one socket read share ``recv_ts``
+(ns since the epoch). A disconnect is recorded as
+``{"venue":..,"recv_ts":..,"gap":{"streams":[..],"start":..,"end":..,"cause":".."}}``.
+Replay also reads files of bare venue frames, one per line, when told the venue.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import attrs
+import orjson
+import trio
+
+from ._errors import RecordingError
+from ._events import Gap
+from ._feed import FeedItem, Frames, now_ns
+
+__all__ = ["CorruptLine", "Recorder", "read_recording"]
+
+MAX_BATCH = 1024
+"""Most frames replay hands the pipeline at once."""
+
+
+@attrs.frozen
+class CorruptLine:
+    """A line of a recording that could not be read."""
+
+    line: int
+    """1-based line number."""
+    reason: str
+    """What is wrong with it."""
+
+
+def _encode_item(item: FeedItem) -> bytes:
+    if isinstance(item, Gap):
+        gap = {
+            "streams": list(item.streams),
+            "start": item.start,
+            "end": item.end,
+            "cause": item.cause,
+        }
+        return orjson.dumps({"venue": item.venue, "recv_ts": item.recv_ts, "gap": gap}) + b"\n"
+    head = b'{"venue":' + orjson.dumps(item.venue) + b',"recv_ts":' + str(item.recv_ts).encode()
+    lines = []
+    for frame in item.frames:
+        try:
+            body = b',"frame":' + orjson.dumps(frame.decode("utf-8"))
+        except UnicodeDecodeError:  # a binary frame: keep it exact, as base64
+            body = b',"frame_b64":"' + base64.b64encode(frame) + b'"'
+        lines.append(head + body + b"}\n")
+    return b"".join(lines)
+
+
+class Recorder:
+    """Writes feed items to a recording file as they arrive.
+
+    Args:
+        path: Where to write; an existing file is replaced.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.frames = 0
+
+    async def run(
+        self,
+        items: trio.MemoryReceiveChannel[FeedItem],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Write every item until the channel closes; flush whenever the channel runs dry."""
+        try:
+            fh = self.path.open("wb")
+        except OSError as exc:
+            raise RecordingError(
+                f"cannot write recording {str(self.path)!r}: {exc.strerror}"
+            ) from exc
+        task_status.started()
+        with fh:
+            async with items:
+                async for item in items:
+                    self._write(fh, item)
+                    # Drain what is already queued, then flush once: one flush per burst.
+                    while True:
+                        try:
+                            more = items.receive_nowait()
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                        self._write(fh, more)
+                    fh.flush()
+
+    def _write(self, fh: IO[bytes], item: FeedItem) -> None:
+        if isinstance(item, Frames):
+            self.frames += len(item.frames)
+        fh.write(_encode_item(item))
+
+
+def _parse_recording_line(obj: Any) -> FeedItem | None:
+    """A recording line's item, or None when ``obj`` is not a recording line."""
+    if not isinstance(obj, dict):
+        return None
+    venue, recv_ts = obj.get("venue"), obj.get("recv_ts")
+    if not isinstance(venue, str) or not isinstance(recv_ts, int):
+        return None
+    if isinstance(obj.get("frame"), str):
+        return Frames(venue, recv_ts, [obj["frame"].encode("utf-8")])
+    if isinstance(obj.get("frame_b64"), str):
+        return Frames(venue, recv_ts, [base64.b64decode(obj["frame_b64"])])
+    gap = obj.get("gap")
+    if isinstance(gap, dict):
+        try:
+            return Gap(
+                venue,
+                "*",
+                int(gap["end"]),
+                recv_ts,
+                tuple(str(s) for s in gap["streams"]),
+                int(gap["start"]),
+                int(gap["end"]),
+                str(gap["cause"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+    return None
+
+
+@attrs.define
+class _Batcher:
+    """Groups consecutive frames of one read (same venue and receive time) into one batch."""
+
+    venue: str = ""
+    recv_ts: int = -1
+    first_line: int = 0
+    frames: list[bytes] = attrs.field(factory=list)
+
+    def add(self, item: Frames, line: int) -> Frames | None:
+        """Add a one-frame item; return the finished batch it ends, if any."""
+        done = None
+        if self.frames and (
+            item.venue != self.venue
+            or item.recv_ts != self.recv_ts
+            or line != self.first_line + len(self.frames)
+            or len(self.frames) >= MAX_BATCH
+        ):
+            done = self.flush()
+        if not self.frames:
+            self.venue, self.recv_ts, self.first_line = item.venue, item.recv_ts, line
+        self.frames.extend(item.frames)
+        return done
+
+    def flush(self) -> Frames | None:
+        if not self.frames:
+            return None
+        batch = Frames(self.venue, self.recv_ts, self.frames, first_line=self.first_line)
+        self.frames = []
+        return batch
+
+
+def read_recording(path: Path, *, venue: str | None = None) -> Iterator[FeedItem | CorruptLine]:
+    """Read a recording, or a file of bare venue frames when ``venue`` is given.
+
+    Yields batches of frames (consecutive lines of one socket read), gap events, and a
+    :class:`CorruptLine` for every line that cannot be read. Blank lines are skipped.
+
+    Raises:
+        RecordingError: the file cannot be opened, or it holds bare frames and no ``venue``.
+    """
+    try:
+        fh = path.open("rb")
+    except OSError as exc:
+        raise RecordingError(f"cannot read {str(path)!r}: {exc.strerror}") from exc
+    with fh:
+        bare: bool | None = None
+        batcher = _Batcher()
+        loads = orjson.loads
+        for number, raw in enumerate(fh, start=1):
+            line = raw.rstrip(b"\r\n")
+            if not line.strip():
+                continue
+            if bare is None:
+                bare = _detect_bare(line, path, venue)
+            if bare:
+                assert venue is not None
+                done = batcher.add(Frames(venue, 0, [line]), number)
+                if done is not None:
+                    yield _stamp(done)
+                continue
+            try:
+                item = _parse_recording_line(loads(line))
+                reason = "not a recording line (venue, recv_ts and frame or gap)"
+            except orjson.JSONDecodeError as exc:
+                item, reason = None, f"invalid JSON ({exc})"
+            if item is None:
+                done = batcher.flush()
+                if done is not None:
+                    yield done
+                yield CorruptLine(number, reason)
+            elif isinstance(item, Frames):
+                done = batcher.add(item, number)
+                if done is not None:
+                    yield done
+            else:
+                done = batcher.flush()
+                if done is not None:
+                    yield done
+                yield item
+        done = batcher.flush()
+        if done is not None:
+            yield _stamp(done) if bare else done
+
+
+def _stamp(batch: Frames) -> Frames:
+    """Bare frames carry no receive time: they get the time they were read."""
+    return Frames(batch.venue, now_ns(), batch.frames, first_line=batch.first_line)
+
+
+def _detect_bare(line: bytes, path: Path, venue: str | None) -> bool:
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        obj = None
+    if _parse_recording_line(obj) is not None:
+        return False
+    if venue is None:
+        raise RecordingError(
+            f"{str(path)!r} is not an irisflow recording; if it holds bare venue frames "
+            "(one per line), pass --venue, e.g. --venue binance"
+        )
+    return True

@@ -1,0 +1,357 @@
+"""One run of irisflow: sources -> bounded channel -> pipeline task -> bounded channels -> sinks.
+
+The shape (every task lives in one nursery owned by :meth:`Runner.run`)::
+
+    subscriber/replay tasks ──Frames|Gap──▶ pipeline task ──list[Event]──▶ sink tasks
+                          (bounded, blocking)      │         (bounded, one channel each)
+                                                   └──FeedItem──▶ recorder
+
+Stopping (Ctrl-C, SIGTERM, ``--duration``, ``--max-events``, a closed stdout) cancels only the
+sources. Their channel ends close, the pipeline task drains what is queued and closes its
+outputs, and every sink flushes and returns: nothing already received is lost.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import signal
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import attrs
+import trio
+
+from ._errors import DecodeError, IrisflowError, RecordingError
+from ._events import Event, Gap
+from ._feed import FeedItem, FeedStats, Frames
+from ._pipeline import Pipeline
+from ._record import CorruptLine, Recorder, read_recording
+from ._venue import Decoder, FeedOptions, Plan, get_venue
+
+__all__ = ["Problem", "RunStatus", "RunSummary", "Runner", "Sink", "parse_speed"]
+
+EventBatch = list[Event]
+
+
+class Sink(Protocol):
+    """Something at the end of the pipeline: consumes batches until its channel closes."""
+
+    async def run(
+        self,
+        batches: trio.MemoryReceiveChannel[EventBatch],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Consume every batch; flush and return once the channel is closed."""
+        ...
+
+
+@attrs.frozen
+class Problem:
+    """A frame or line that could not be used."""
+
+    where: str
+    """``'line 17'`` in a replay, ``'binance'`` live."""
+    message: str
+    """What was wrong."""
+
+
+@attrs.frozen
+class RunSummary:
+    """What a run did, for the closing report."""
+
+    frames: int
+    """Frames read from venues or the recording."""
+    events: int
+    """Events decoded."""
+    emitted: int
+    """Events that came out of the pipeline."""
+    problems: tuple[Problem, ...]
+    """Frames or lines skipped (up to 100 are kept; ``problem_count`` has them all)."""
+    problem_count: int
+    """How many frames or lines were skipped in all."""
+    elapsed: float
+    """Seconds from start to the last flush."""
+    interrupted: bool
+    """True when stopped by Ctrl-C or SIGTERM."""
+
+
+@attrs.define
+class RunStatus:
+    """Live counters for the status display (read-only for everyone but the runner)."""
+
+    feeds: list[FeedStats] = attrs.field(factory=list)
+    frames: int = 0
+    events: int = 0
+    emitted: int = 0
+    problems: int = 0
+    gaps: int = 0
+    started: float = attrs.field(factory=time.monotonic)
+    channel: trio.MemoryReceiveChannel[FeedItem] | None = None
+    source: str = ""
+
+    def channel_depth(self) -> int:
+        """Items waiting in the channel from the sources to the pipeline."""
+        if self.channel is None:
+            return 0
+        return self.channel.statistics().current_buffer_used
+
+
+def parse_speed(text: str) -> float:
+    """``'max'`` -> inf, ``'realtime'`` -> 1, ``'10x'`` -> 10.
+
+    Raises:
+        UsageError: anything else.
+    """
+    from ._errors import UsageError
+
+    value = text.strip().lower()
+    if value == "max":
+        return math.inf
+    if value in ("realtime", "1x"):
+        return 1.0
+    if value.endswith("x"):
+        try:
+            speed = float(value[:-1])
+        except ValueError:
+            speed = -1.0
+        if speed > 0 and math.isfinite(speed):
+            return speed
+    raise UsageError(f"bad --speed {text!r}: use max, realtime or a factor such as 10x")
+
+
+_MAX_PROBLEMS_KEPT = 100
+
+
+@attrs.define
+class Runner:
+    """Wires sources, the pipeline and sinks for one run.
+
+    Args:
+        pipeline: The synchronous pipeline.
+        sinks: Outputs; each gets its own bounded channel.
+        buffer: Capacity of every channel, in batches (a batch is one socket read).
+        max_events: Stop after this many output events (None: no limit).
+        duration: Stop the sources after this many seconds (None: no limit).
+        record: Write every frame heard to this file.
+        strict: Stop at the first frame or line that cannot be used.
+        warn: Where diagnostics go (one line each).
+    """
+
+    pipeline: Pipeline
+    sinks: Sequence[Sink] = ()
+    buffer: int = 16
+    max_events: int | None = None
+    duration: float | None = None
+    record: Path | None = None
+    strict: bool = False
+    warn: Callable[[str], None] = lambda _msg: None
+    live: bool = False
+    status: RunStatus = attrs.field(factory=RunStatus)
+    _decoders: dict[str, Decoder] = attrs.field(factory=dict)
+    _problems: list[Problem] = attrs.field(factory=list)
+    _stop: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    _interrupted: bool = False
+    _done: bool = False
+    _failure: BaseException | None = None
+
+    def stop(self) -> None:
+        """Stop the sources; what was received still flows to the sinks."""
+        self._stop.cancel()
+
+    async def watch(self, plans: Sequence[Plan], options: FeedOptions | None = None) -> RunSummary:
+        """Run live subscriptions until stopped."""
+        options = options or FeedOptions()
+        venues = [get_venue(plan.venue) for plan in plans]
+        self.live = True
+        self.status.source = ", ".join(f"{p.venue} ({len(p.streams)} streams)" for p in plans)
+
+        async def sources(send: trio.MemorySendChannel[FeedItem]) -> None:
+            async with send, trio.open_nursery() as nursery:
+                for venue, plan in zip(venues, plans, strict=True):
+                    self._decoders.setdefault(venue.name, venue.decoder())
+                    await nursery.start(
+                        venue.subscribe, plan, send.clone(), options, self.status.feeds
+                    )
+
+        return await self._run(sources)
+
+    async def replay(
+        self, path: Path, *, venue: str | None = None, speed: float = math.inf
+    ) -> RunSummary:
+        """Replay a recording (or bare frames of ``venue``) through the same path as live."""
+        self.status.source = str(path)
+        # Fail on an unreadable file or a missing --venue before anything starts.
+        items = read_recording(path, venue=venue)
+        first = next(items, None)
+
+        async def sources(send: trio.MemorySendChannel[FeedItem]) -> None:
+            async with send:
+                clock_start: float | None = None
+                recv_start = 0
+                head = [first] if first is not None else []
+                for item in itertools.chain(head, items):
+                    if isinstance(item, CorruptLine):
+                        self._problem(f"line {item.line}", item.reason)
+                        continue
+                    if item.venue not in self._decoders:
+                        self._decoders[item.venue] = get_venue(item.venue).decoder()
+                    if math.isfinite(speed) and item.recv_ts:
+                        if clock_start is None:
+                            clock_start, recv_start = trio.current_time(), item.recv_ts
+                        await trio.sleep_until(
+                            clock_start + (item.recv_ts - recv_start) / 1e9 / speed
+                        )
+                    await send.send(item)
+
+        return await self._run(sources)
+
+    async def _run(
+        self, sources: Callable[[trio.MemorySendChannel[FeedItem]], Awaitable[None]]
+    ) -> RunSummary:
+        started = time.monotonic()
+        feed_send, feed_recv = trio.open_memory_channel[FeedItem](self.buffer)
+        self.status.channel = feed_recv
+        try:
+            async with trio.open_nursery() as outer:
+                outer.start_soon(self._signals, outer.cancel_scope)
+                await self._run_inside(sources, feed_send, feed_recv)
+                outer.cancel_scope.cancel()  # done: stop watching for signals
+        except BaseExceptionGroup as group:
+            raise _unwrap(group) from None
+        if self._failure is not None:
+            raise self._failure
+        return RunSummary(
+            frames=self.status.frames,
+            events=self.status.events,
+            emitted=self.status.emitted,
+            problems=tuple(self._problems),
+            problem_count=self.status.problems,
+            elapsed=time.monotonic() - started,
+            interrupted=self._interrupted,
+        )
+
+    async def _run_inside(
+        self,
+        sources: Callable[[trio.MemorySendChannel[FeedItem]], Awaitable[None]],
+        feed_send: trio.MemorySendChannel[FeedItem],
+        feed_recv: trio.MemoryReceiveChannel[FeedItem],
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            outputs: list[trio.MemorySendChannel[EventBatch]] = []
+            for sink in self.sinks:
+                send, recv = trio.open_memory_channel[EventBatch](self.buffer)
+                await nursery.start(sink.run, recv)
+                outputs.append(send)
+            recorder: trio.MemorySendChannel[FeedItem] | None = None
+            if self.record is not None:
+                rec_send, rec_recv = trio.open_memory_channel[FeedItem](self.buffer)
+                await nursery.start(Recorder(self.record).run, rec_recv)
+                recorder = rec_send
+            nursery.start_soon(self._pipeline_task, feed_recv, outputs, recorder)
+            with self._stop:
+                if self.duration is not None:
+                    self._stop.deadline = trio.current_time() + self.duration
+                try:
+                    await sources(feed_send)
+                except IrisflowError as exc:
+                    # Let what was received drain to the sinks, then report.
+                    self._failure = exc
+            await feed_send.aclose()
+
+    async def _signals(self, everything: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+            async for _ in received:
+                if self._interrupted:
+                    # A second Ctrl-C: stop now, without draining.
+                    everything.cancel()
+                    raise KeyboardInterrupt
+                self._interrupted = True
+                self.warn("stopping: draining what was received (Ctrl-C again to quit at once)")
+                self.stop()
+
+    async def _pipeline_task(
+        self,
+        feed: trio.MemoryReceiveChannel[FeedItem],
+        outputs: list[trio.MemorySendChannel[EventBatch]],
+        recorder: trio.MemorySendChannel[FeedItem] | None,
+    ) -> None:
+        status = self.status
+        process = self.pipeline.process
+        limit = self.max_events
+        try:
+            async with feed:
+                async for item in feed:
+                    if recorder is not None:
+                        await recorder.send(item)
+                    if self._done:
+                        continue  # --max-events reached: drain without emitting
+                    if item.__class__ is Frames:
+                        assert isinstance(item, Frames)
+                        events: list[Event] = []
+                        errors: list[tuple[int, DecodeError]] = []
+                        self._decoders[item.venue].decode_batch(
+                            item.frames, item.recv_ts, events, errors
+                        )
+                        status.frames += len(item.frames)
+                        if errors:
+                            self._decode_errors(item, errors)
+                    else:
+                        assert isinstance(item, Gap)
+                        events = [item]
+                        status.gaps += 1
+                    status.events += len(events)
+                    out = process(events)
+                    if not out:
+                        continue
+                    if limit is not None and status.emitted + len(out) >= limit:
+                        out = out[: limit - status.emitted]
+                        self._done = True
+                        self.stop()
+                    status.emitted += len(out)
+                    for output in outputs:
+                        await output.send(out)
+        finally:
+            for output in outputs:
+                output.close()
+            if recorder is not None:
+                recorder.close()
+
+    def _decode_errors(self, item: Frames, errors: list[tuple[int, DecodeError]]) -> None:
+        for index, error in errors:
+            where = f"line {item.first_line + index}" if item.first_line else item.venue
+            if self.strict:
+                # No stop() first: a cancelled scope would swallow this error on its way out.
+                raise RecordingError(f"{where}: {error}") from error
+            self._problem(where, str(error))
+
+    def _problem(self, where: str, message: str) -> None:
+        if self.strict:
+            raise RecordingError(f"{where}: {message}")
+        self.status.problems += 1
+        if len(self._problems) < _MAX_PROBLEMS_KEPT:
+            self._problems.append(Problem(where, message))
+        if self.live and self.status.problems <= 5:
+            self.warn(f"skipped a frame from {where}: {message}")
+
+
+def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The exception to show for a failed nursery: irisflow's own first, then the rest."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for sub in exc.exceptions:
+                walk(sub)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for cls in (KeyboardInterrupt, IrisflowError):
+        for leaf in leaves:
+            if isinstance(leaf, cls):
+                return leaf
+    return leaves[0] if len(leaves) == 1 else group
