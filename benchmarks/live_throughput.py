@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _blaster import serve_blaster
 
+from irisflow._cli import tune_gc
 from irisflow._errors import ConnectionClosed
 from irisflow._pipeline import Pipeline
 from irisflow._run import Runner
@@ -124,6 +125,7 @@ async def fresh_blaster_run(frames: int, measure: Callable[[int], Awaitable[floa
 
 
 async def main(frames: int, rounds: int) -> None:
+    tune_gc()  # as the CLI does before its run
     print(f"{frames} Binance trade frames per run, {rounds} rounds, best and median of each")
     candidates: dict[str, Callable[[int], Awaitable[float]]] = {
         "minimal sans-IO client": measure_minimal,

@@ -11,12 +11,12 @@ the passing of time releases.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import attrs
 
-from ._events import Event, Gap
+from ._events import KINDS, Event, Gap
 from ._filter import Filter, compile_filter
 
 __all__ = ["FilterStep", "Pipeline", "Step"]
@@ -34,16 +34,37 @@ class Step(Protocol):
         ...
 
 
+def _always(event: Event) -> bool:
+    return True
+
+
+def _never(event: Event) -> bool:
+    return False
+
+
 @attrs.define
 class FilterStep:
     """Keep the events every filter accepts. Gap events always pass: holes stay visible."""
 
     filters: tuple[Filter, ...]
+    _tables: list[dict[type[Event], Callable[[Event], bool]]] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        # One class -> predicate table per filter, built once: the per-event cost is a dict
+        # subscript and the bare predicate, with no method call around it.
+        self._tables = []
+        for predicate in self.filters:
+            table = {cls: predicate.predicate_for(cls) or _never for cls in KINDS.values()}
+            table[Gap] = _always
+            self._tables.append(table)
 
     def process(self, events: list[Event]) -> list[Event]:
         """The events all filters accept, plus every gap."""
-        for predicate in self.filters:
-            events = [e for e in events if predicate(e) or e.__class__ is Gap]
+        for table in self._tables:
+            try:
+                events = [e for e in events if table[e.__class__](e)]
+            except KeyError:  # a class registered after this step was built
+                events = [e for e in events if table.get(e.__class__, _never)(e)]
         return events
 
     def advance(self, now: int) -> list[Event]:

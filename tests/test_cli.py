@@ -183,6 +183,15 @@ def test_bare_frames_need_a_venue(tmp_path: Path) -> None:
     assert len(jsonl(out)) > 0
 
 
+def test_bare_frames_keep_their_line_numbers_across_blank_lines(tmp_path: Path) -> None:
+    frames = [orjson.loads(line)["frame"].encode() for line in sample_lines(3)]
+    path = write(tmp_path / "frames.txt", [frames[0], b"", frames[1], b"{broken", frames[2]])
+    code, out, err = run("replay", str(path), "--venue", "binance", "--output", "jsonl")
+    assert code == 0
+    assert "line 4: binance: invalid JSON" in err
+    assert len(jsonl(out)) == 3
+
+
 def test_venues_lists_channels_and_fields() -> None:
     code, out, _ = run("venues")
     assert code == 0
