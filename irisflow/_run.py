@@ -26,7 +26,7 @@ import trio
 
 from ._errors import DecodeError, IrisflowError, RecordingError
 from ._events import Event, Gap
-from ._feed import FeedItem, FeedStats, Frames
+from ._feed import FeedItem, FeedStats, Frames, now_ns
 from ._pipeline import Pipeline
 from ._record import CorruptLine, Recorder, read_recording
 from ._venue import Decoder, FeedOptions, Plan, get_venue
@@ -143,6 +143,10 @@ class Runner:
 
     pipeline: Pipeline
     sinks: Sequence[Sink] = ()
+    taps: Sequence[Sink] = ()
+    """Sinks that get every decoded event, before the pipeline (e.g. ``--store all``)."""
+    services: Sequence[Callable[[], Awaitable[None]]] = ()
+    """Tasks that run beside the pipeline until the run ends (e.g. a saved-filter listener)."""
     buffer: int = 16
     max_events: int | None = None
     duration: float | None = None
@@ -150,6 +154,8 @@ class Runner:
     strict: bool = False
     warn: Callable[[str], None] = lambda _msg: None
     live: bool = False
+    tick: float = 0.25
+    """Seconds of wall time between advances of time-driven steps while the feed is idle."""
     status: RunStatus = attrs.field(factory=RunStatus)
     _decoders: dict[str, Decoder] = attrs.field(factory=dict)
     _problems: list[Problem] = attrs.field(factory=list)
@@ -240,27 +246,35 @@ class Runner:
         feed_send: trio.MemorySendChannel[FeedItem],
         feed_recv: trio.MemoryReceiveChannel[FeedItem],
     ) -> None:
-        async with trio.open_nursery() as nursery:
-            outputs: list[trio.MemorySendChannel[EventBatch]] = []
-            for sink in self.sinks:
-                send, recv = trio.open_memory_channel[EventBatch](self.buffer)
-                await nursery.start(sink.run, recv)
-                outputs.append(send)
-            recorder: trio.MemorySendChannel[FeedItem] | None = None
-            if self.record is not None:
-                rec_send, rec_recv = trio.open_memory_channel[FeedItem](self.buffer)
-                await nursery.start(Recorder(self.record).run, rec_recv)
-                recorder = rec_send
-            nursery.start_soon(self._pipeline_task, feed_recv, outputs, recorder)
-            with self._stop:
-                if self.duration is not None:
-                    self._stop.deadline = trio.current_time() + self.duration
-                try:
-                    await sources(feed_send)
-                except IrisflowError as exc:
-                    # Let what was received drain to the sinks, then report.
-                    self._failure = exc
-            await feed_send.aclose()
+        async with trio.open_nursery() as services:
+            for service in self.services:
+                services.start_soon(service)
+            async with trio.open_nursery() as nursery:
+                outputs = [await self._start_sink(nursery, sink) for sink in self.sinks]
+                taps = [await self._start_sink(nursery, tap) for tap in self.taps]
+                recorder: trio.MemorySendChannel[FeedItem] | None = None
+                if self.record is not None:
+                    rec_send, rec_recv = trio.open_memory_channel[FeedItem](self.buffer)
+                    await nursery.start(Recorder(self.record).run, rec_recv)
+                    recorder = rec_send
+                nursery.start_soon(self._pipeline_task, feed_recv, outputs, taps, recorder)
+                with self._stop:
+                    if self.duration is not None:
+                        self._stop.deadline = trio.current_time() + self.duration
+                    try:
+                        await sources(feed_send)
+                    except IrisflowError as exc:
+                        # Let what was received drain to the sinks, then report.
+                        self._failure = exc
+                await feed_send.aclose()
+            services.cancel_scope.cancel()  # everything drained: the services go too
+
+    async def _start_sink(
+        self, nursery: trio.Nursery, sink: Sink
+    ) -> trio.MemorySendChannel[EventBatch]:
+        send, recv = trio.open_memory_channel[EventBatch](self.buffer)
+        await nursery.start(sink.run, recv)
+        return send
 
     async def _signals(self, everything: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
@@ -277,18 +291,38 @@ class Runner:
         self,
         feed: trio.MemoryReceiveChannel[FeedItem],
         outputs: list[trio.MemorySendChannel[EventBatch]],
+        taps: list[trio.MemorySendChannel[EventBatch]],
         recorder: trio.MemorySendChannel[FeedItem] | None,
     ) -> None:
+        """Decode, run the pipeline, fan out: one batch (one socket read) at a time.
+
+        Time-driven steps are advanced to each batch's receive time before it is processed,
+        so a replay closes windows exactly where the live run did. Live, an idle feed still
+        advances them every ``tick`` seconds of wall time.
+        """
         status = self.status
         process = self.pipeline.process
-        limit = self.max_events
+        advance = self.pipeline.advance
+        tick = self.tick if self.live else math.inf
         try:
             async with feed:
-                async for item in feed:
+                while True:
+                    with trio.move_on_after(tick) as idle:
+                        try:
+                            item = await feed.receive()
+                        except trio.EndOfChannel:
+                            break
+                    if idle.cancelled_caught:
+                        if not self._done:
+                            await self._emit(advance(now_ns()), outputs)
+                        continue
                     if recorder is not None:
                         await recorder.send(item)
                     if self._done:
                         continue  # --max-events reached: drain without emitting
+                    due = advance(item.recv_ts)
+                    if due:
+                        await self._emit(due, outputs)
                     if item.__class__ is Frames:
                         assert isinstance(item, Frames)
                         events: list[Event] = []
@@ -304,21 +338,34 @@ class Runner:
                         events = [item]
                         status.gaps += 1
                     status.events += len(events)
+                    if taps:
+                        for tap in taps:
+                            await tap.send(events)
+                        events = list(events)  # steps get their own list
                     out = process(events)
-                    if not out:
-                        continue
-                    if limit is not None and status.emitted + len(out) >= limit:
-                        out = out[: limit - status.emitted]
-                        self._done = True
-                        self.stop()
-                    status.emitted += len(out)
-                    for output in outputs:
-                        await output.send(out)
+                    if out:
+                        await self._emit(out, outputs)
         finally:
-            for output in outputs:
+            for output in [*outputs, *taps]:
                 output.close()
             if recorder is not None:
                 recorder.close()
+
+    async def _emit(
+        self, out: list[Event], outputs: list[trio.MemorySendChannel[EventBatch]]
+    ) -> None:
+        """Send pipeline output to every sink, up to ``max_events`` in all."""
+        if not out or self._done:
+            return
+        status = self.status
+        limit = self.max_events
+        if limit is not None and status.emitted + len(out) >= limit:
+            out = out[: limit - status.emitted]
+            self._done = True
+            self.stop()
+        status.emitted += len(out)
+        for output in outputs:
+            await output.send(out)
 
     def _decode_errors(self, item: Frames, errors: list[tuple[int, DecodeError]]) -> None:
         for index, error in errors:
