@@ -172,7 +172,7 @@ class LiveView:
         return header
 
     def _events(self) -> Table:
-        table = Table(title="latest events", title_justify="left", expand=True)
+        table = Table(title="latest events", title_justify="left")
         for name in ("time (UTC)", "venue", "symbol", "kind", "details"):
             table.add_column(name, no_wrap=name != "details")
         for event in reversed(self.state.latest):
