@@ -318,3 +318,31 @@ async def test_watch_subprocess_records_and_stops_cleanly_on_sigint(
         capture_stderr=True,
     )
     assert jsonl(replayed.stdout.decode()) == events
+
+
+async def test_a_second_ctrl_c_quits_at_once_with_130() -> None:
+    # Nobody reads stdout after the first chunk: the output blocks once the pipe is full, so
+    # the first Ctrl-C's drain cannot finish; the second one must still end the process.
+    with trio.fail_after(30):
+        proc = await trio.lowlevel.open_process(
+            [*IRISFLOW, "replay", str(SAMPLE), "--output", "jsonl"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        try:
+            await proc.stdout.receive_some()  # running, signal handlers in place
+            proc.send_signal(signal.SIGINT)
+            err = b""
+            while b"Ctrl-C again" not in err:
+                err += await proc.stderr.receive_some()
+            proc.send_signal(signal.SIGINT)
+            code = await proc.wait()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            await proc.stdout.aclose()
+            await proc.stderr.aclose()
+    assert code == 130

@@ -17,8 +17,10 @@ class JsonLinesSink:
     """Writes events as JSON lines to a binary stream (stdout by default).
 
     Lines are flushed whenever the channel runs dry, so ``jq`` or ``head`` downstream see events
-    live without a flush per event. A closed stream (``| head -3``) is not an error: the sink
-    calls ``on_closed`` (the runner stops the sources) and discards the rest.
+    live without a flush per event. Writes happen in a worker thread, one per burst, so a
+    reader that stops reading blocks the output, never the event loop. A closed stream
+    (``| head -3``) is not an error: the sink calls ``on_closed`` (the runner stops the
+    sources) and discards the rest.
 
     Args:
         stream: Where to write.
@@ -50,11 +52,14 @@ class JsonLinesSink:
                         break
                     chunks.append(encode_events(more))
                     count += len(more)
-                self._write(b"".join(chunks), count)
+                if not self.closed:
+                    # In a thread: a reader that stops reading must not freeze the event loop
+                    # (a second Ctrl-C still has to work). One hop per burst, not per event.
+                    await trio.to_thread.run_sync(
+                        self._write, b"".join(chunks), count, abandon_on_cancel=True
+                    )
 
     def _write(self, data: bytes, count: int) -> None:
-        if self.closed:
-            return
         try:
             self.stream.write(data)
             self.stream.flush()
