@@ -12,7 +12,7 @@ the passing of time releases.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import attrs
 
@@ -45,6 +45,9 @@ def _never(event: Event) -> bool:
 @attrs.define
 class FilterStep:
     """Keep the events every filter accepts. Gap events always pass: holes stay visible."""
+
+    timed: ClassVar[bool] = False
+    """Filters keep no time-driven state: the runner need not wake them when idle."""
 
     filters: tuple[Filter, ...]
     _tables: list[dict[type[Event], Callable[[Event], bool]]] = attrs.field(init=False)
@@ -96,6 +99,11 @@ class Pipeline:
                 break
             events = step.process(events)
         return events
+
+    @property
+    def timed(self) -> bool:
+        """Whether any step keeps time-driven state (steps say ``timed = False`` if not)."""
+        return any(getattr(step, "timed", True) for step in self.steps)
 
     def advance(self, now: int) -> list[Event]:
         """Let time-driven steps release what is due; the output runs through later steps."""

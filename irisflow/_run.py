@@ -13,11 +13,12 @@ outputs, and every sink flushes and returns: nothing already received is lost.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -168,9 +169,23 @@ class Runner:
         """Stop the sources; what was received still flows to the sinks."""
         self._stop.cancel()
 
-    async def watch(self, plans: Sequence[Plan], options: FeedOptions | None = None) -> RunSummary:
-        """Run live subscriptions until stopped."""
+    async def watch(
+        self,
+        plans: Sequence[Plan],
+        options: FeedOptions | None = None,
+        *,
+        controls: Mapping[str, object] | None = None,
+    ) -> RunSummary:
+        """Run live subscriptions until stopped.
+
+        Args:
+            plans: One validated plan per venue.
+            options: Timeouts, backoff and overflow policy for every connection.
+            controls: Per venue name, a handle to change its subscription while it runs
+                (e.g. :class:`~irisflow.venues.binance.BinanceControl`).
+        """
         options = options or FeedOptions()
+        controls = controls or {}
         venues = [get_venue(plan.venue) for plan in plans]
         self.live = True
         self.status.source = ", ".join(f"{p.venue} ({len(p.streams)} streams)" for p in plans)
@@ -179,9 +194,10 @@ class Runner:
             async with send, trio.open_nursery() as nursery:
                 for venue, plan in zip(venues, plans, strict=True):
                     self._decoders.setdefault(venue.name, venue.decoder())
-                    await nursery.start(
-                        venue.subscribe, plan, send.clone(), options, self.status.feeds
-                    )
+                    subscribe: Callable[..., Awaitable[None]] = venue.subscribe
+                    if plan.venue in controls:  # only venues that take one get a control
+                        subscribe = functools.partial(subscribe, control=controls[plan.venue])
+                    await nursery.start(subscribe, plan, send.clone(), options, self.status.feeds)
 
         return await self._run(sources)
 
@@ -303,7 +319,7 @@ class Runner:
         status = self.status
         process = self.pipeline.process
         advance = self.pipeline.advance
-        tick = self.tick if self.live else math.inf
+        tick = self.tick if self.live and self.pipeline.timed else math.inf
         try:
             async with feed:
                 while True:

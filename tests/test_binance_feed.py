@@ -18,7 +18,7 @@ from irisflow._pipeline import Pipeline
 from irisflow._run import Runner
 from irisflow._venue import FeedOptions, Plan
 from irisflow.testing import FakeBinance, ListSink, book_ticker, trade
-from irisflow.venues.binance import BINANCE
+from irisflow.venues.binance import BINANCE, BinanceControl
 
 FAST = FeedOptions(backoff_initial=0.01, backoff_cap=0.05, stale_timeout=30, ack_timeout=5)
 T0 = 1767225600000
@@ -299,3 +299,46 @@ def test_events_are_equal_by_value() -> None:
     # Replay equality above relies on value equality of frozen events.
     a: Event = Trade("binance", "X", 1, 2, Decimal("1.0"), Decimal("2"), "buy", 3)
     assert a == Trade("binance", "X", 1, 2, Decimal("1"), Decimal("2.00"), "buy", 3)
+
+
+async def test_live_subscribe_unsubscribe_and_list(fake: FakeBinance) -> None:
+    with trio.fail_after(10):
+        sink = ListSink()
+        control = BinanceControl()
+        runner = Runner(Pipeline(), sinks=[sink])
+        plan = plan_for(fake, ["btcusdt"], ["trade"])
+        async with trio.open_nursery() as nursery:
+            done = trio.Event()
+
+            async def go() -> None:
+                await runner.watch([plan], FAST, controls={"binance": control})
+                done.set()
+
+            nursery.start_soon(go)
+            await fake.wait_subscribed("btcusdt@trade")
+            await control.subscribe(["ethusdt@trade"])
+            assert fake.subscribers("ethusdt@trade") == 1
+            await fake.publish("ethusdt@trade", a_trade(1, symbol="ETHUSDT"))
+            await sink.wait_for(1)
+            await control.unsubscribe(["btcusdt@trade"])
+            assert fake.subscribers("btcusdt@trade") == 0
+            assert await control.list_subscriptions() == ["ethusdt@trade"]
+            with pytest.raises(VenueError, match="binance refused btcusdt@nonsense"):
+                await control.subscribe(["btcusdt@nonsense"])
+            # the change survives a reconnect
+            await fake.drop_all()
+            await fake.wait_subscribed("ethusdt@trade")
+            assert fake.requests[-1]["params"] == ["ethusdt@trade"]
+            runner.stop()
+            await done.wait()
+        methods = [r["method"] for r in fake.requests]
+        assert methods == [
+            "SUBSCRIBE",
+            "SUBSCRIBE",
+            "UNSUBSCRIBE",
+            "LIST_SUBSCRIPTIONS",
+            "SUBSCRIBE",
+            "SUBSCRIBE",
+        ]
+        assert len({r["id"] for r in fake.requests[:5]}) == 5  # ids are never reused
+        assert fake.rate_limit_closes == 0

@@ -126,6 +126,9 @@ class VenueConnection:
         """Whether ``frame`` may be a control message that :meth:`on_control` must see."""
         return True
 
+    def on_disconnect(self) -> None:
+        """The connection is gone (it will be reopened unless the run is stopping)."""
+
     def on_control(self, frame: bytes) -> str | None:
         """Look at a control frame; return a reason to reconnect after this read, or None.
 
@@ -178,6 +181,8 @@ class VenueConnection:
                         if not started:
                             raise
                         reason = str(exc)
+                    finally:
+                        self.on_disconnect()
                     if gap_start is None:  # the gap keeps the cause that opened it
                         gap_start, cause = now_ns(), reason
                     self.stats.last_error = reason

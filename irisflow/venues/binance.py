@@ -1,32 +1,32 @@
-"""Binance Spot market streams: plan, decoder and subscriber.
+"""Binance Spot market streams: plan, subscriber and live subscription control.
 
 Wire facts: ``shared/venues.md`` §1. irisflow connects to the combined-stream endpoint
-(``<base>/stream``) and subscribes live with ``SUBSCRIBE``, so every data frame arrives as
-``{"stream": ..., "data": ...}`` and is routed by its stream name: that also covers the payloads
-that carry no ``e`` field (``bookTicker``, ``depth<N>``). Raw frames (``/ws`` recordings, or
-files of bare payloads) are routed by ``e`` and, failing that, by their keys.
+(``<base>/stream``) and subscribes with ``SUBSCRIBE`` requests whose acks it matches by id; a
+:class:`BinanceControl` changes a running subscription (``SUBSCRIBE``, ``UNSUBSCRIBE``,
+``LIST_SUBSCRIPTIONS``). The decoder lives in ``_binance_decode.py``.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Callable, Sequence
-from decimal import Decimal
+from collections.abc import Sequence
 from typing import Any
 
+import attrs
 import orjson
 import trio
 
-from .._errors import DecodeError, UsageError, VenueError
-from .._events import Book, BookUpdate, Candle, Event, Level, Quote, Ticker, Trade
+from .._errors import ConnectionClosed, UsageError, VenueError
+from .._events import Book, BookUpdate, Candle, Event, Quote, Ticker, Trade
 from .._feed import FeedItem, FeedStats
 from .._transport import WebSocket
 from .._venue import ChannelInfo, FeedOptions, Plan, VenueParams, register_venue
-from ._common import Reconnect, VenueConnection, ack_deadline_error, join_url, make_decode_error
+from ._binance_decode import VENUE, BinanceDecoder
+from ._common import Reconnect, VenueConnection, ack_deadline_error, join_url
 
-__all__ = ["BINANCE", "BinanceDecoder", "BinanceVenue"]
+__all__ = ["BINANCE", "BinanceControl", "BinanceDecoder", "BinanceVenue"]
 
-VENUE = "binance"
 DEFAULT_ENDPOINT = "wss://stream.binance.com:9443"
 MAX_STREAMS_PER_CONNECTION = 1024
 STREAMS_PER_REQUEST = 200
@@ -34,375 +34,8 @@ CONTROL_INTERVAL = 0.25
 """Seconds between control messages: Binance closes a connection sending more than 5 per
 second (pongs count too), so 4 per second leaves room for pongs."""
 
-KLINE_INTERVALS = (
-    "1s",
-    "1m",
-    "3m",
-    "5m",
-    "15m",
-    "30m",
-    "1h",
-    "2h",
-    "4h",
-    "6h",
-    "8h",
-    "12h",
-    "1d",
-    "3d",
-    "1w",
-    "1M",
-)
-_MS = 1_000_000  # ns per ms
-
-Route = Callable[[Any, int], Event]
-
-
-# -- decoding -------------------------------------------------------------------------------
-#
-# The per-frame path: one orjson.loads, one dict lookup of the stream name, one route call that
-# builds the event straight from the parsed dict. Anything unexpected (a missing key, a wrong
-# type) falls out as an exception and is diagnosed on the slow path, never on the fast one.
-
-
-def _ms(value: Any) -> int:
-    if value.__class__ is not int:
-        raise TypeError("expected an integer time in ms")
-    return value * _MS
-
-
-def _levels(raw: Any) -> tuple[Level, ...]:
-    return tuple([(Decimal(p), Decimal(q)) for p, q in raw])
-
-
-_DECIMALS: dict[str, Decimal] = {}
-"""Trade prices and quantities seen lately, as Decimals.
-
-Trades repeat the same few thousand price and size strings, and a dict lookup costs a third
-of parsing a Decimal; Decimals are immutable, so sharing one is safe. Bounded: it is emptied
-when full.
-"""
-_DECIMALS_MAX = 16384
-
-
-def _new_decimal(text: str) -> Decimal:
-    if len(_DECIMALS) >= _DECIMALS_MAX:
-        _DECIMALS.clear()
-    value = _DECIMALS[text] = Decimal(text)
-    return value
-
-
-def _trade(d: Any, recv_ts: int) -> Event:
-    # The hottest route: the time check and the Decimal cache are inlined.
-    ts = d["T"]
-    if ts.__class__ is not int:
-        raise TypeError("expected an integer time in ms")
-    p, q = d["p"], d["q"]
-    price = _DECIMALS.get(p)
-    if price is None:
-        price = _new_decimal(p)
-    qty = _DECIMALS.get(q)
-    if qty is None:
-        qty = _new_decimal(q)
-    # m: the buyer was the maker, so the taker sold.
-    return Trade(VENUE, d["s"], ts * _MS, recv_ts, price, qty, "sell" if d["m"] else "buy", d["t"])
-
-
-def _agg_trade(d: Any, recv_ts: int) -> Event:
-    ts = d["T"]
-    if ts.__class__ is not int:
-        raise TypeError("expected an integer time in ms")
-    p, q = d["p"], d["q"]
-    price = _DECIMALS.get(p)
-    if price is None:
-        price = _new_decimal(p)
-    qty = _DECIMALS.get(q)
-    if qty is None:
-        qty = _new_decimal(q)
-    return Trade(VENUE, d["s"], ts * _MS, recv_ts, price, qty, "sell" if d["m"] else "buy", d["a"])
-
-
-def _kline(d: Any, recv_ts: int) -> Event:
-    k = d["k"]
-    return Candle(
-        VENUE,
-        d["s"],
-        _ms(d["E"]),
-        recv_ts,
-        k["i"],
-        _ms(k["t"]),
-        _ms(k["T"]),
-        Decimal(k["o"]),
-        Decimal(k["h"]),
-        Decimal(k["l"]),
-        Decimal(k["c"]),
-        Decimal(k["v"]),
-        Decimal(k["q"]),
-        k["n"],
-        bool(k["x"]),
-    )
-
-
-def _mini_ticker(d: Any, recv_ts: int) -> Event:
-    return Ticker(
-        VENUE,
-        d["s"],
-        _ms(d["E"]),
-        recv_ts,
-        "24h",
-        Decimal(d["c"]),
-        Decimal(d["o"]),
-        Decimal(d["h"]),
-        Decimal(d["l"]),
-        Decimal(d["v"]),
-        Decimal(d["q"]),
-    )
-
-
-def _ticker(d: Any, recv_ts: int) -> Event:
-    return Ticker(
-        VENUE,
-        d["s"],
-        _ms(d["E"]),
-        recv_ts,
-        "24h",
-        Decimal(d["c"]),
-        Decimal(d["o"]),
-        Decimal(d["h"]),
-        Decimal(d["l"]),
-        Decimal(d["v"]),
-        Decimal(d["q"]),
-        Decimal(d["p"]),
-        Decimal(d["P"]),
-        Decimal(d["w"]),
-        Decimal(d["b"]),
-        Decimal(d["B"]),
-        Decimal(d["a"]),
-        Decimal(d["A"]),
-        d["n"],
-    )
-
-
-def _book_ticker(d: Any, recv_ts: int) -> Event:
-    # Spot bookTicker carries no event time: the receive time stands in for it.
-    return Quote(
-        VENUE,
-        d["s"],
-        _ms(d["E"]) if "E" in d else recv_ts,
-        recv_ts,
-        Decimal(d["b"]),
-        Decimal(d["B"]),
-        Decimal(d["a"]),
-        Decimal(d["A"]),
-        d["u"],
-    )
-
-
-def _depth_update(d: Any, recv_ts: int) -> Event:
-    return BookUpdate(
-        VENUE, d["s"], _ms(d["E"]), recv_ts, d["U"], d["u"], _levels(d["b"]), _levels(d["a"])
-    )
-
-
-def _partial_depth(symbol: str) -> Route:
-    # depth<N> payloads have no symbol and no time: the symbol comes from the stream name.
-    def route(d: Any, recv_ts: int) -> Event:
-        return Book(
-            VENUE,
-            symbol,
-            recv_ts,
-            recv_ts,
-            d["lastUpdateId"],
-            _levels(d["bids"]),
-            _levels(d["asks"]),
-        )
-
-    return route
-
-
-_BY_EVENT_TYPE: dict[str, Route] = {
-    "trade": _trade,
-    "aggTrade": _agg_trade,
-    "kline": _kline,
-    "24hrMiniTicker": _mini_ticker,
-    "24hrTicker": _ticker,
-    "depthUpdate": _depth_update,
-    "bookTicker": _book_ticker,
-}
-
-# What each field of each payload must be, for the slow path that explains a bad frame.
-_REQUIRED: dict[str, tuple[str, ...]] = {
-    "trade": ("s", "T", "p", "q", "m", "t"),
-    "aggTrade": ("s", "T", "p", "q", "m", "a"),
-    "kline": ("s", "E", "k", "k.i", "k.t", "k.T", "k.o", "k.h", "k.l", "k.c", "k.v", "k.q", "k.n"),
-    "24hrMiniTicker": ("s", "E", "c", "o", "h", "l", "v", "q"),
-    "24hrTicker": ("s", "E", "c", "o", "h", "l", "v", "q", "p", "P", "w", "b", "B", "a", "A", "n"),
-    "depthUpdate": ("s", "E", "U", "u", "b", "a"),
-    "bookTicker": ("s", "b", "B", "a", "A", "u"),
-    "depth": ("lastUpdateId", "bids", "asks"),
-}
-_INT_FIELDS = frozenset({"T", "E", "t", "a", "n", "U", "u", "lastUpdateId", "k.t", "k.T", "k.n"})
-_NO_EVENTS: Route | None = None  # routes for streams that carry no market data
-
-
-def _channel_of(stream: str) -> tuple[str, str]:
-    """Split ``'btcusdt@depth5@100ms'`` into ``('BTCUSDT', 'depth5')``."""
-    symbol, _, rest = stream.partition("@")
-    channel = rest.split("@", 1)[0]
-    return symbol.upper(), channel
-
-
-def _route_for_stream(stream: str) -> Route | None:
-    """The route for a combined-stream name, or None for streams without market data."""
-    if stream.startswith("!"):
-        if stream.startswith("!miniTicker@arr"):
-            return _mini_ticker  # each element of the array, see BinanceDecoder
-        return None  # !serverShutdown and other notices
-    symbol, channel = _channel_of(stream)
-    if channel.startswith("kline_"):
-        return _kline
-    if channel.startswith("depth") and channel != "depth":
-        return _partial_depth(symbol)
-    return {
-        "trade": _trade,
-        "aggTrade": _agg_trade,
-        "miniTicker": _mini_ticker,
-        "ticker": _ticker,
-        "bookTicker": _book_ticker,
-        "depth": _depth_update,
-    }.get(channel)
-
-
-def _payload_type(stream: str | None, data: Any) -> str:
-    if isinstance(data, dict):
-        e = data.get("e")
-        if isinstance(e, str):
-            return e
-        if "lastUpdateId" in data:
-            return "depth"
-        if "u" in data and "b" in data:
-            return "bookTicker"
-    if stream is not None:
-        _, channel = _channel_of(stream)
-        for name in ("kline", "miniTicker", "ticker", "bookTicker", "aggTrade", "trade"):
-            if channel.startswith(name):
-                return {"miniTicker": "24hrMiniTicker", "ticker": "24hrTicker"}.get(name, name)
-        if channel == "depth":
-            return "depthUpdate"
-        if channel.startswith("depth"):
-            return "depth"
-    return "?"
-
-
-def _diagnose(frame: bytes, exc: BaseException) -> DecodeError:
-    """Explain why ``frame`` did not decode, as a path into the frame."""
-    try:
-        msg = orjson.loads(frame)
-    except orjson.JSONDecodeError as err:
-        return make_decode_error(VENUE, f"invalid JSON ({err})", frame, cause=err)
-    stream = msg.get("stream") if isinstance(msg, dict) else None
-    combined = isinstance(msg, dict) and "data" in msg and isinstance(stream, str)
-    data = msg["data"] if combined else msg
-    root = "$.data" if combined else "$"
-    if isinstance(data, list):
-        data = data[0] if data else {}
-        root += "[0]"
-    if not isinstance(data, dict):
-        return make_decode_error(VENUE, f"expected an object @ {root}", frame, cause=exc)
-    kind = _payload_type(stream if combined else None, data)
-    for name in _REQUIRED.get(kind, ()):
-        obj: Any = data
-        for part in name.split("."):
-            if not isinstance(obj, dict) or part not in obj:
-                return make_decode_error(VENUE, f"missing field @ {root}.{name}", frame, cause=exc)
-            obj = obj[part]
-        if name in _INT_FIELDS and obj.__class__ is not int:
-            return make_decode_error(
-                VENUE, f"expected an integer, got {obj!r} @ {root}.{name}", frame, cause=exc
-            )
-    if kind == "?":
-        return make_decode_error(VENUE, f"unknown payload @ {root}", frame, cause=exc)
-    return make_decode_error(
-        VENUE, f"bad value in {kind} payload @ {root} ({exc})", frame, cause=exc
-    )
-
-
-class BinanceDecoder:
-    """Decodes Binance frames, combined (``{"stream","data"}``) or raw, into events.
-
-    Control replies (``{"result":..,"id":..}``, ``{"code":..,"msg":..}``) and notices such as
-    ``serverShutdown`` decode to no events.
-    """
-
-    def __init__(self) -> None:
-        self._routes: dict[str, Route | None] = {}
-
-    def decode_batch(
-        self,
-        frames: Sequence[bytes],
-        recv_ts: int,
-        out: list[Event],
-        errors: list[tuple[int, DecodeError]],
-    ) -> None:
-        """Append events of ``frames`` to ``out``, one ``(index, error)`` per bad frame."""
-        loads = orjson.loads
-        routes = self._routes
-        append = out.append
-        for index, frame in enumerate(frames):
-            try:
-                msg = loads(frame)
-                stream = msg["stream"]
-                route = routes[stream]
-                data = msg["data"]
-                if route is not None:
-                    if data.__class__ is dict:
-                        append(route(data, recv_ts))
-                    else:
-                        for item in data:
-                            append(route(item, recv_ts))
-            except Exception as exc:  # any surprise, the slow path sorts it out
-                error = self._slow(frame, recv_ts, out, exc)
-                if error is not None:
-                    errors.append((index, error))
-
-    def _slow(
-        self, frame: bytes, recv_ts: int, out: list[Event], exc: BaseException
-    ) -> DecodeError | None:
-        """Decode a frame the fast path could not: a new stream, a raw payload or a bad frame."""
-        mark = len(out)
-        try:
-            msg = orjson.loads(frame)
-            if isinstance(msg, dict) and isinstance(msg.get("stream"), str) and "data" in msg:
-                stream = msg["stream"]
-                if stream in self._routes:
-                    raise exc
-                route = self._routes[stream] = _route_for_stream(stream)
-                data = msg["data"]
-                if route is not None:
-                    items = data if isinstance(data, list) else (data,)
-                    out.extend([route(item, recv_ts) for item in items])
-            else:
-                self._decode_raw(msg, recv_ts, out)
-        except Exception as err:
-            del out[mark:]
-            return _diagnose(frame, err)
-        return None
-
-    def _decode_raw(self, msg: Any, recv_ts: int, out: list[Event]) -> None:
-        items = msg if isinstance(msg, list) else [msg]
-        for d in items:
-            if not isinstance(d, dict):
-                raise TypeError("payload is not an object")
-            if ("result" in d and "id" in d) or ("code" in d and "msg" in d):
-                continue  # a control reply
-            kind = _payload_type(None, d)
-            if kind == "depth":
-                raise ValueError("a depth<N> payload has no symbol: record combined streams")
-            if kind == "serverShutdown":
-                continue
-            route = _BY_EVENT_TYPE.get(kind)
-            if route is None:
-                raise ValueError(f"unknown payload type {kind!r}")
-            out.append(route(d, recv_ts))
+KLINE_INTERVALS: tuple[str, ...] = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h")
+KLINE_INTERVALS += ("6h", "8h", "12h", "1d", "3d", "1w", "1M")
 
 
 # -- planning -------------------------------------------------------------------------------
@@ -474,8 +107,6 @@ def _normalise_channel(raw: str) -> tuple[str, str]:
     if lower in _CHANNELS:
         name = _CHANNELS[lower]
         return name, name
-    import difflib  # only on the error path
-
     names = [
         "trade",
         "aggTrade",
@@ -560,9 +191,14 @@ class BinanceVenue:
         options: FeedOptions,
         stats: list[FeedStats],
         *,
+        control: BinanceControl | None = None,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Run one connection per 1024 streams until cancelled; closes ``send`` at the end."""
+        """Run one connection per 1024 streams until cancelled; closes ``send`` at the end.
+
+        Args:
+            control: Attach it to change the subscription while it runs.
+        """
         chunks = [
             plan.streams[i : i + MAX_STREAMS_PER_CONNECTION]
             for i in range(0, len(plan.streams), MAX_STREAMS_PER_CONNECTION)
@@ -572,8 +208,63 @@ class BinanceVenue:
                 feed_stats = FeedStats(VENUE, connection=number, streams=len(streams))
                 stats.append(feed_stats)
                 conn = _Connection(plan.endpoint, streams, send.clone(), options, feed_stats)
+                if control is not None:
+                    control.connections.append(conn)
                 await nursery.start(conn.run)
             task_status.started()
+
+
+@attrs.define
+class BinanceControl:
+    """Changes a running Binance subscription, request by request, acks matched by id.
+
+    Pass one to :meth:`BinanceVenue.subscribe` (or ``Runner.watch(..., controls=...)``). A
+    change survives reconnects: the new set of streams is what gets resubscribed.
+    """
+
+    connections: list[_Connection] = attrs.field(factory=list)
+
+    async def subscribe(self, streams: Sequence[str]) -> None:
+        """Add streams (Binance names, e.g. ``'ethusdt@trade'``) to the connection with room.
+
+        Raises:
+            VenueError: Binance refused them (the feed goes on), or no connection has room.
+            ConnectionClosed: the connection is down; try again once it is back.
+        """
+        wanted = [s for s in streams if not any(s in c.streams for c in self.connections)]
+        if not wanted:
+            return
+        for conn in self.connections:
+            if len(conn.streams) + len(wanted) <= MAX_STREAMS_PER_CONNECTION:
+                await conn.request("SUBSCRIBE", wanted)
+                return
+        raise VenueError(f"no binance connection has room for {len(wanted)} more streams")
+
+    async def unsubscribe(self, streams: Sequence[str]) -> None:
+        """Drop streams from whichever connections carry them."""
+        for conn in self.connections:
+            mine = [s for s in streams if s in conn.streams]
+            if mine:
+                await conn.request("UNSUBSCRIBE", mine)
+
+    async def list_subscriptions(self) -> list[str]:
+        """What Binance says each connection is subscribed to (``LIST_SUBSCRIPTIONS``)."""
+        found: list[str] = []
+        for conn in self.connections:
+            result = await conn.request("LIST_SUBSCRIPTIONS", None)
+            found += [str(s) for s in result or ()]
+        return found
+
+
+@attrs.define
+class _Request:
+    """A control request waiting for its reply."""
+
+    method: str
+    params: tuple[str, ...]
+    done: trio.Event = attrs.field(factory=trio.Event)
+    result: Any = None
+    error: str | None = None
 
 
 class _Connection(VenueConnection):
@@ -591,31 +282,86 @@ class _Connection(VenueConnection):
     ) -> None:
         super().__init__(join_url(endpoint, "/stream"), streams, send, options, stats)
         self._next_id = 1
-        self._pending: dict[int, tuple[str, ...]] = {}
+        self._requests: dict[int, _Request] = {}
+        self._ws: WebSocket | None = None
+        self._control_lock = trio.Lock()
+        self._last_control = -CONTROL_INTERVAL
 
     async def handshake(self, ws: WebSocket) -> None:
-        """Send SUBSCRIBE requests, paced, and wait until every one is acknowledged."""
-        self._pending.clear()
-        for i in range(0, len(self.streams), STREAMS_PER_REQUEST):
-            params = list(self.streams[i : i + STREAMS_PER_REQUEST])
+        """Send SUBSCRIBE requests, paced, and wait until every one is acknowledged.
+
+        A refusal here is fatal (the run stops with the venue's reason): it means a stream
+        name Binance does not know, and retrying would not help.
+        """
+        self._ws = ws
+        initial = [
+            await self._send("SUBSCRIBE", self.streams[i : i + STREAMS_PER_REQUEST])
+            for i in range(0, len(self.streams), STREAMS_PER_REQUEST)
+        ]
+        with trio.move_on_after(self.options.ack_timeout) as scope:
+            await self.read_until(ws, lambda: all(r.done.is_set() for r in initial))
+        if scope.cancelled_caught:
+            waiting = {n: r.params for n, r in self._requests.items() if not r.done.is_set()}
+            raise Reconnect(ack_deadline_error(VENUE, self.options.ack_timeout, waiting))
+        for request in initial:
+            if request.error is not None:
+                raise VenueError(f"binance refused {', '.join(request.params)}: {request.error}")
+
+    async def request(self, method: str, params: Sequence[str] | None) -> Any:
+        """Send a control request on the live connection and wait for its reply.
+
+        The reader task matches the reply; streams change only once Binance acknowledged.
+
+        Raises:
+            VenueError: Binance answered with an error.
+            ConnectionClosed: not connected now, or the connection went away meanwhile.
+        """
+        if self._ws is None:
+            raise ConnectionClosed(f"binance connection {self.stats.connection} is not connected")
+        request = await self._send(method, tuple(params) if params is not None else None)
+        with trio.move_on_after(self.options.ack_timeout):
+            await request.done.wait()
+        if not request.done.is_set():
+            raise VenueError(
+                f"binance did not answer {method} within {self.options.ack_timeout:g}s"
+            )
+        if request.error == "connection lost":
+            raise ConnectionClosed(f"binance connection lost before it answered {method}")
+        if request.error is not None:
+            named = ", ".join(request.params) or method
+            raise VenueError(f"binance refused {named}: {request.error}")
+        return request.result
+
+    async def _send(self, method: str, params: Sequence[str] | None) -> _Request:
+        """Send one request, never faster than Binance's control-message limit allows."""
+        assert self._ws is not None
+        async with self._control_lock:
+            await trio.sleep_until(self._last_control + CONTROL_INTERVAL)
             request_id = self._next_id
             self._next_id += 1
-            self._pending[request_id] = tuple(params)
-            if i:
-                await trio.sleep(CONTROL_INTERVAL)
-            request = {"method": "SUBSCRIBE", "params": params, "id": request_id}
-            await ws.send(orjson.dumps(request).decode())
-        with trio.move_on_after(self.options.ack_timeout) as scope:
-            await self.read_until(ws, lambda: not self._pending)
-        if scope.cancelled_caught:
-            raise Reconnect(ack_deadline_error(VENUE, self.options.ack_timeout, self._pending))
+            request = _Request(method, tuple(params or ()))
+            self._requests[request_id] = request
+            message: dict[str, Any] = {"method": method, "id": request_id}
+            if params is not None:
+                message["params"] = list(params)
+            await self._ws.send(orjson.dumps(message).decode())
+            self._last_control = trio.current_time()
+        return request
+
+    def on_disconnect(self) -> None:
+        """Requests still waiting fail at once: their connection is gone."""
+        self._ws = None
+        for request in self._requests.values():
+            request.error = "connection lost"
+            request.done.set()
+        self._requests.clear()
 
     def is_control(self, frame: bytes) -> bool:
         """Data frames start with a stream name; replies and ``!`` notices do not."""
         return not frame.startswith(b'{"stream":"') or frame.startswith(b'{"stream":"!')
 
     def on_control(self, frame: bytes) -> str | None:
-        """Match acks to requests; an error reply is fatal; a shutdown notice reconnects."""
+        """Match replies to requests by id; a shutdown notice reconnects."""
         try:
             msg = orjson.loads(frame)
         except orjson.JSONDecodeError:
@@ -626,12 +372,20 @@ class _Connection(VenueConnection):
         if isinstance(data, dict) and data.get("e") == "serverShutdown":
             return "server announced shutdown"
         request_id = msg.get("id")
+        request = self._requests.pop(request_id, None) if isinstance(request_id, int) else None
         if "code" in msg and "msg" in msg:
-            streams = self._pending.pop(request_id, ()) if isinstance(request_id, int) else ()
-            named = ", ".join(streams) if streams else "a subscription"
-            raise VenueError(f"binance refused {named}: {msg['msg']} (code {msg['code']})")
-        if "result" in msg and isinstance(request_id, int):
-            self._pending.pop(request_id, None)
+            if request is None:
+                raise VenueError(f"binance refused a request: {msg['msg']} (code {msg['code']})")
+            request.error = f"{msg['msg']} (code {msg['code']})"
+            request.done.set()
+        elif "result" in msg and request is not None:
+            request.result = msg["result"]
+            if request.method == "SUBSCRIBE":
+                self.streams += tuple(s for s in request.params if s not in self.streams)
+            elif request.method == "UNSUBSCRIBE":
+                self.streams = tuple(s for s in self.streams if s not in request.params)
+            self.stats.streams = len(self.streams)
+            request.done.set()
         return None
 
 

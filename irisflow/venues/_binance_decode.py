@@ -1,0 +1,373 @@
+"""Binance Spot frames to events: the sans-IO decoder (see ``binance.py`` for the rest).
+
+Combined-stream frames (``{"stream": ..., "data": ...}``) are routed by their stream name, which
+also covers the payloads that carry no ``e`` field (``bookTicker``, ``depth<N>``). Raw frames
+(``/ws`` recordings, or files of bare payloads) are routed by ``e`` and, failing that, by keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from .._errors import DecodeError
+from .._events import Book, BookUpdate, Candle, Event, Level, Quote, Ticker, Trade
+from ._common import make_decode_error
+
+__all__ = ["VENUE", "BinanceDecoder"]
+
+VENUE = "binance"
+_MS = 1_000_000  # ns per ms
+
+Route = Callable[[Any, int], Event]
+
+
+# -- decoding -------------------------------------------------------------------------------
+#
+# The per-frame path: one orjson.loads, one dict lookup of the stream name, one route call that
+# builds the event straight from the parsed dict. Anything unexpected (a missing key, a wrong
+# type) falls out as an exception and is diagnosed on the slow path, never on the fast one.
+
+
+def _ms(value: Any) -> int:
+    if value.__class__ is not int:
+        raise TypeError("expected an integer time in ms")
+    return value * _MS
+
+
+def _levels(raw: Any) -> tuple[Level, ...]:
+    return tuple([(Decimal(p), Decimal(q)) for p, q in raw])
+
+
+_DECIMALS: dict[str, Decimal] = {}
+"""Trade prices and quantities seen lately, as Decimals.
+
+Trades repeat the same few thousand price and size strings, and a dict lookup costs a third
+of parsing a Decimal; Decimals are immutable, so sharing one is safe. Bounded: it is emptied
+when full.
+"""
+_DECIMALS_MAX = 16384
+
+
+def _new_decimal(text: str) -> Decimal:
+    if len(_DECIMALS) >= _DECIMALS_MAX:
+        _DECIMALS.clear()
+    value = _DECIMALS[text] = Decimal(text)
+    return value
+
+
+def _trade(d: Any, recv_ts: int) -> Event:
+    # The hottest route: the time check and the Decimal cache are inlined.
+    ts = d["T"]
+    if ts.__class__ is not int:
+        raise TypeError("expected an integer time in ms")
+    p, q = d["p"], d["q"]
+    price = _DECIMALS.get(p)
+    if price is None:
+        price = _new_decimal(p)
+    qty = _DECIMALS.get(q)
+    if qty is None:
+        qty = _new_decimal(q)
+    # m: the buyer was the maker, so the taker sold.
+    return Trade(VENUE, d["s"], ts * _MS, recv_ts, price, qty, "sell" if d["m"] else "buy", d["t"])
+
+
+def _agg_trade(d: Any, recv_ts: int) -> Event:
+    ts = d["T"]
+    if ts.__class__ is not int:
+        raise TypeError("expected an integer time in ms")
+    p, q = d["p"], d["q"]
+    price = _DECIMALS.get(p)
+    if price is None:
+        price = _new_decimal(p)
+    qty = _DECIMALS.get(q)
+    if qty is None:
+        qty = _new_decimal(q)
+    return Trade(VENUE, d["s"], ts * _MS, recv_ts, price, qty, "sell" if d["m"] else "buy", d["a"])
+
+
+def _kline(d: Any, recv_ts: int) -> Event:
+    k = d["k"]
+    return Candle(
+        VENUE,
+        d["s"],
+        _ms(d["E"]),
+        recv_ts,
+        k["i"],
+        _ms(k["t"]),
+        _ms(k["T"]),
+        Decimal(k["o"]),
+        Decimal(k["h"]),
+        Decimal(k["l"]),
+        Decimal(k["c"]),
+        Decimal(k["v"]),
+        Decimal(k["q"]),
+        k["n"],
+        bool(k["x"]),
+    )
+
+
+def _mini_ticker(d: Any, recv_ts: int) -> Event:
+    return Ticker(
+        VENUE,
+        d["s"],
+        _ms(d["E"]),
+        recv_ts,
+        "24h",
+        Decimal(d["c"]),
+        Decimal(d["o"]),
+        Decimal(d["h"]),
+        Decimal(d["l"]),
+        Decimal(d["v"]),
+        Decimal(d["q"]),
+    )
+
+
+def _ticker(d: Any, recv_ts: int) -> Event:
+    return Ticker(
+        VENUE,
+        d["s"],
+        _ms(d["E"]),
+        recv_ts,
+        "24h",
+        Decimal(d["c"]),
+        Decimal(d["o"]),
+        Decimal(d["h"]),
+        Decimal(d["l"]),
+        Decimal(d["v"]),
+        Decimal(d["q"]),
+        Decimal(d["p"]),
+        Decimal(d["P"]),
+        Decimal(d["w"]),
+        Decimal(d["b"]),
+        Decimal(d["B"]),
+        Decimal(d["a"]),
+        Decimal(d["A"]),
+        d["n"],
+    )
+
+
+def _book_ticker(d: Any, recv_ts: int) -> Event:
+    # Spot bookTicker carries no event time: the receive time stands in for it.
+    return Quote(
+        VENUE,
+        d["s"],
+        _ms(d["E"]) if "E" in d else recv_ts,
+        recv_ts,
+        Decimal(d["b"]),
+        Decimal(d["B"]),
+        Decimal(d["a"]),
+        Decimal(d["A"]),
+        d["u"],
+    )
+
+
+def _depth_update(d: Any, recv_ts: int) -> Event:
+    return BookUpdate(
+        VENUE, d["s"], _ms(d["E"]), recv_ts, d["U"], d["u"], _levels(d["b"]), _levels(d["a"])
+    )
+
+
+def _partial_depth(symbol: str) -> Route:
+    # depth<N> payloads have no symbol and no time: the symbol comes from the stream name.
+    def route(d: Any, recv_ts: int) -> Event:
+        return Book(
+            VENUE,
+            symbol,
+            recv_ts,
+            recv_ts,
+            d["lastUpdateId"],
+            _levels(d["bids"]),
+            _levels(d["asks"]),
+        )
+
+    return route
+
+
+_BY_EVENT_TYPE: dict[str, Route] = {
+    "trade": _trade,
+    "aggTrade": _agg_trade,
+    "kline": _kline,
+    "24hrMiniTicker": _mini_ticker,
+    "24hrTicker": _ticker,
+    "depthUpdate": _depth_update,
+    "bookTicker": _book_ticker,
+}
+
+# What each field of each payload must be, for the slow path that explains a bad frame.
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "trade": ("s", "T", "p", "q", "m", "t"),
+    "aggTrade": ("s", "T", "p", "q", "m", "a"),
+    "kline": ("s", "E", "k", "k.i", "k.t", "k.T", "k.o", "k.h", "k.l", "k.c", "k.v", "k.q", "k.n"),
+    "24hrMiniTicker": ("s", "E", "c", "o", "h", "l", "v", "q"),
+    "24hrTicker": ("s", "E", "c", "o", "h", "l", "v", "q", "p", "P", "w", "b", "B", "a", "A", "n"),
+    "depthUpdate": ("s", "E", "U", "u", "b", "a"),
+    "bookTicker": ("s", "b", "B", "a", "A", "u"),
+    "depth": ("lastUpdateId", "bids", "asks"),
+}
+_INT_FIELDS = frozenset({"T", "E", "t", "a", "n", "U", "u", "lastUpdateId", "k.t", "k.T", "k.n"})
+_NO_EVENTS: Route | None = None  # routes for streams that carry no market data
+
+
+def _channel_of(stream: str) -> tuple[str, str]:
+    """Split ``'btcusdt@depth5@100ms'`` into ``('BTCUSDT', 'depth5')``."""
+    symbol, _, rest = stream.partition("@")
+    channel = rest.split("@", 1)[0]
+    return symbol.upper(), channel
+
+
+def _route_for_stream(stream: str) -> Route | None:
+    """The route for a combined-stream name, or None for streams without market data."""
+    if stream.startswith("!"):
+        if stream.startswith("!miniTicker@arr"):
+            return _mini_ticker  # each element of the array, see BinanceDecoder
+        return None  # !serverShutdown and other notices
+    symbol, channel = _channel_of(stream)
+    if channel.startswith("kline_"):
+        return _kline
+    if channel.startswith("depth") and channel != "depth":
+        return _partial_depth(symbol)
+    return {
+        "trade": _trade,
+        "aggTrade": _agg_trade,
+        "miniTicker": _mini_ticker,
+        "ticker": _ticker,
+        "bookTicker": _book_ticker,
+        "depth": _depth_update,
+    }.get(channel)
+
+
+def _payload_type(stream: str | None, data: Any) -> str:
+    if isinstance(data, dict):
+        e = data.get("e")
+        if isinstance(e, str):
+            return e
+        if "lastUpdateId" in data:
+            return "depth"
+        if "u" in data and "b" in data:
+            return "bookTicker"
+    if stream is not None:
+        _, channel = _channel_of(stream)
+        for name in ("kline", "miniTicker", "ticker", "bookTicker", "aggTrade", "trade"):
+            if channel.startswith(name):
+                return {"miniTicker": "24hrMiniTicker", "ticker": "24hrTicker"}.get(name, name)
+        if channel == "depth":
+            return "depthUpdate"
+        if channel.startswith("depth"):
+            return "depth"
+    return "?"
+
+
+def _diagnose(frame: bytes, exc: BaseException) -> DecodeError:
+    """Explain why ``frame`` did not decode, as a path into the frame."""
+    try:
+        msg = orjson.loads(frame)
+    except orjson.JSONDecodeError as err:
+        return make_decode_error(VENUE, f"invalid JSON ({err})", frame, cause=err)
+    stream = msg.get("stream") if isinstance(msg, dict) else None
+    combined = isinstance(msg, dict) and "data" in msg and isinstance(stream, str)
+    data = msg["data"] if combined else msg
+    root = "$.data" if combined else "$"
+    if isinstance(data, list):
+        data = data[0] if data else {}
+        root += "[0]"
+    if not isinstance(data, dict):
+        return make_decode_error(VENUE, f"expected an object @ {root}", frame, cause=exc)
+    kind = _payload_type(stream if combined else None, data)
+    for name in _REQUIRED.get(kind, ()):
+        obj: Any = data
+        for part in name.split("."):
+            if not isinstance(obj, dict) or part not in obj:
+                return make_decode_error(VENUE, f"missing field @ {root}.{name}", frame, cause=exc)
+            obj = obj[part]
+        if name in _INT_FIELDS and obj.__class__ is not int:
+            return make_decode_error(
+                VENUE, f"expected an integer, got {obj!r} @ {root}.{name}", frame, cause=exc
+            )
+    if kind == "?":
+        return make_decode_error(VENUE, f"unknown payload @ {root}", frame, cause=exc)
+    return make_decode_error(
+        VENUE, f"bad value in {kind} payload @ {root} ({exc})", frame, cause=exc
+    )
+
+
+class BinanceDecoder:
+    """Decodes Binance frames, combined (``{"stream","data"}``) or raw, into events.
+
+    Control replies (``{"result":..,"id":..}``, ``{"code":..,"msg":..}``) and notices such as
+    ``serverShutdown`` decode to no events.
+    """
+
+    def __init__(self) -> None:
+        self._routes: dict[str, Route | None] = {}
+
+    def decode_batch(
+        self,
+        frames: Sequence[bytes],
+        recv_ts: int,
+        out: list[Event],
+        errors: list[tuple[int, DecodeError]],
+    ) -> None:
+        """Append events of ``frames`` to ``out``, one ``(index, error)`` per bad frame."""
+        loads = orjson.loads
+        routes = self._routes
+        append = out.append
+        for index, frame in enumerate(frames):
+            try:
+                msg = loads(frame)
+                stream = msg["stream"]
+                route = routes[stream]
+                data = msg["data"]
+                if route is not None:
+                    if data.__class__ is dict:
+                        append(route(data, recv_ts))
+                    else:
+                        for item in data:
+                            append(route(item, recv_ts))
+            except Exception as exc:  # any surprise, the slow path sorts it out
+                error = self._slow(frame, recv_ts, out, exc)
+                if error is not None:
+                    errors.append((index, error))
+
+    def _slow(
+        self, frame: bytes, recv_ts: int, out: list[Event], exc: BaseException
+    ) -> DecodeError | None:
+        """Decode a frame the fast path could not: a new stream, a raw payload or a bad frame."""
+        mark = len(out)
+        try:
+            msg = orjson.loads(frame)
+            if isinstance(msg, dict) and isinstance(msg.get("stream"), str) and "data" in msg:
+                stream = msg["stream"]
+                if stream in self._routes:
+                    raise exc
+                route = self._routes[stream] = _route_for_stream(stream)
+                data = msg["data"]
+                if route is not None:
+                    items = data if isinstance(data, list) else (data,)
+                    out.extend([route(item, recv_ts) for item in items])
+            else:
+                self._decode_raw(msg, recv_ts, out)
+        except Exception as err:
+            del out[mark:]
+            return _diagnose(frame, err)
+        return None
+
+    def _decode_raw(self, msg: Any, recv_ts: int, out: list[Event]) -> None:
+        items = msg if isinstance(msg, list) else [msg]
+        for d in items:
+            if not isinstance(d, dict):
+                raise TypeError("payload is not an object")
+            if ("result" in d and "id" in d) or ("code" in d and "msg" in d):
+                continue  # a control reply
+            kind = _payload_type(None, d)
+            if kind == "depth":
+                raise ValueError("a depth<N> payload has no symbol: record combined streams")
+            if kind == "serverShutdown":
+                continue
+            route = _BY_EVENT_TYPE.get(kind)
+            if route is None:
+                raise ValueError(f"unknown payload type {kind!r}")
+            out.append(route(d, recv_ts))
