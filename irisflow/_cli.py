@@ -8,8 +8,8 @@ errors, 1 for world errors, 130 after a second Ctrl-C): never a traceback for a 
 from __future__ import annotations
 
 import enum
-import gc
 import functools
+import gc
 import os
 import sys
 from collections.abc import Callable

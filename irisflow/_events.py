@@ -113,8 +113,8 @@ class Trade(Event):
 
     price: Decimal = _doc("trade price, quote currency per unit of base")
     qty: Decimal = _doc("traded quantity, units of base")
-    side: str = _doc("taker side: 'buy' or 'sell'")
-    trade_id: int = _doc("venue trade id (aggregate id for Binance aggTrade)")
+    side: str = _doc("taker side: 'buy', 'sell', or 'unknown' where the venue does not say")
+    trade_id: int | None = _doc("venue trade id (aggregate id for Binance aggTrade); None if none")
 
 
 @event_kind
@@ -125,9 +125,9 @@ class Quote(Event):
     kind: ClassVar[str] = "quote"
 
     bid_price: Decimal = _doc("best bid price, quote currency")
-    bid_qty: Decimal = _doc("quantity at the best bid, units of base")
+    bid_qty: Decimal | None = _doc("quantity at the best bid, units of base (None: not sent)")
     ask_price: Decimal = _doc("best ask price, quote currency")
-    ask_qty: Decimal = _doc("quantity at the best ask, units of base")
+    ask_qty: Decimal | None = _doc("quantity at the best ask, units of base (None: not sent)")
     update_id: int | None = _opt("order-book update id, when the venue sends one")
 
 
@@ -182,7 +182,7 @@ class Book(Event):
 
     kind: ClassVar[str] = "book"
 
-    update_id: int = _doc("order-book update id of the snapshot")
+    update_id: int | None = _doc("order-book update id or sequence of the snapshot, if any")
     bids: tuple[Level, ...] = _doc("bid levels (price, qty), best first")
     asks: tuple[Level, ...] = _doc("ask levels (price, qty), best first")
 
@@ -194,8 +194,8 @@ class BookUpdate(Event):
 
     kind: ClassVar[str] = "book_update"
 
-    first_update_id: int = _doc("first update id in this diff (Binance U)")
-    last_update_id: int = _doc("last update id in this diff (Binance u)")
+    first_update_id: int | None = _doc("first update id in this diff (Binance U), if any")
+    last_update_id: int | None = _doc("last update id in this diff (Binance u), if any")
     bids: tuple[Level, ...] = _doc("changed bid levels (price, absolute qty)")
     asks: tuple[Level, ...] = _doc("changed ask levels (price, absolute qty)")
 

@@ -435,7 +435,7 @@ def test_fields_for() -> None:
         "price": "number",
         "qty": "number",
         "side": "string",
-        "trade_id": "number",
+        "trade_id": "number?",
     }
     both = fields_for([Quote, Ticker])
     assert both["bid_price"] == "number?"  # required in quotes, optional in tickers

@@ -3,3 +3,6 @@
 from __future__ import annotations
 
 from . import binance as binance
+from . import coinbase as coinbase
+from . import kraken as kraken
+from . import polygon as polygon
