@@ -244,5 +244,20 @@ def test_plan_rejects_unknown_channels(channel: str, hint: str) -> None:
 
 
 def test_plan_rejects_bad_symbols() -> None:
-    with pytest.raises(UsageError, match="bad binance symbol 'btc/usdt'"):
-        BINANCE.plan(["btc/usdt"], ["trade"])
+    with pytest.raises(UsageError, match="bad binance symbol 'btc_usdt'"):
+        BINANCE.plan(["btc_usdt"], ["trade"])
+
+
+@pytest.mark.parametrize(
+    ("typed", "native"),
+    [
+        ("btcusdt", "BTCUSDT"),
+        ("BTC-USDT", "BTCUSDT"),
+        ("eth/btc", "ETHBTC"),
+        ("BTC-USD", "BTCUSDT"),
+    ],
+)
+def test_plan_maps_pair_spellings_to_binance_symbols(typed: str, native: str) -> None:
+    plan = BINANCE.plan([typed], ["trade"])
+    assert plan.symbols == (native,)
+    assert plan.streams == (f"{native.lower()}@trade",)

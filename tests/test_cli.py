@@ -55,7 +55,7 @@ def test_python_dash_m_works() -> None:
         ),
         (["watch", "--venue", "binanse"], "unknown venue 'binanse' (did you mean 'binance'?)"),
         (["watch", "--channels", "kline_1min"], "valid intervals: 1s, 1m, 3m"),
-        (["watch", "--symbols", "btc/usdt"], "bad binance symbol 'btc/usdt'"),
+        (["watch", "--symbols", "btc_usdt"], "bad binance symbol 'btc_usdt'"),
         (
             ["watch", "--filter", "bid_price > 1"],
             "belongs to quote and ticker events, which this stream does not produce",

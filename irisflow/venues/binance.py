@@ -41,6 +41,31 @@ KLINE_INTERVALS += ("6h", "8h", "12h", "1d", "3d", "1w", "1M")
 # -- planning -------------------------------------------------------------------------------
 
 _SYMBOL = re.compile(r"^[A-Za-z0-9]{2,30}$")
+_PAIR = re.compile(r"^([A-Za-z0-9]{1,15})[-/]([A-Za-z0-9]{1,15})$")
+
+
+def binance_symbol(text: str) -> str:
+    """The Binance spelling of a symbol: ``btcusdt`` as is; ``BTC-USDT`` or ``BTC/USDT`` joined.
+
+    Binance Spot quotes dollars in USDT, so a ``-USD`` pair means ``USDT``: ``BTC-USD`` is
+    ``BTCUSDT``, which lets one ``--symbols BTC-USD`` serve Binance, Coinbase and Kraken.
+
+    Raises:
+        UsageError: anything else.
+    """
+    sym = text.strip()
+    pair = _PAIR.match(sym)
+    if pair is not None:
+        base, quote = pair.group(1).upper(), pair.group(2).upper()
+        return base + ("USDT" if quote == "USD" else quote)
+    if not _SYMBOL.match(sym):
+        raise UsageError(
+            f"bad binance symbol {text!r}: use the venue's spelling (btcusdt) "
+            "or BASE-QUOTE (BTC-USDT)"
+        )
+    return sym.upper()
+
+
 _CHANNELS = {
     "trade": "trade",
     "aggtrade": "aggTrade",
@@ -154,13 +179,9 @@ class BinanceVenue:
         """
         syms: list[str] = []
         for raw in symbols:
-            sym = raw.strip()
-            if not _SYMBOL.match(sym):
-                raise UsageError(
-                    f"bad binance symbol {raw!r}: use the venue's spelling, e.g. btcusdt or BTCUSDT"
-                )
-            if sym.upper() not in syms:
-                syms.append(sym.upper())
+            sym = binance_symbol(raw)
+            if sym not in syms:
+                syms.append(sym)
         if not syms:
             raise UsageError("no symbols given: pass --symbols, e.g. --symbols btcusdt,ethusdt")
         chans: list[tuple[str, str]] = []
