@@ -20,6 +20,7 @@ import trio
 import typer
 
 from . import _render
+from ._config import Config, load_config
 from ._errors import IrisflowError, UsageError
 from ._feed import Overflow
 from ._pipeline import Pipeline
@@ -105,14 +106,45 @@ def _split(text: str) -> list[str]:
     return [part for part in (p.strip() for p in text.split(",")) if part]
 
 
+SECRET_VARIABLES = {
+    "polygon": ("api_key", "POLYGON_API_KEY"),
+    "alchemy": ("api_key", "ALCHEMY_API_KEY"),
+    "moralis": ("secret", "MORALIS_STREAMS_SECRET"),
+}
+"""Which environment variable a venue's secret from the config file stands in for."""
+
+
+def _apply_config_secrets(config: Config) -> None:
+    """Venue secrets from the config file, where the environment does not set them.
+
+    The environment wins, so a shared config file need hold no secrets; venues read only the
+    environment, so their secrets never travel in plans or reprs.
+    """
+    for name, venue_config in config.venues.items():
+        field, variable = SECRET_VARIABLES.get(name, ("", ""))
+        value = getattr(venue_config, field, None) if field else None
+        if value and not os.environ.get(variable):
+            os.environ[variable] = value
+
+
 def _plans(
-    venues: list[str], symbols: str, channels: str, endpoint: str | None, params: VenueParams
+    venues: list[str],
+    symbols: str,
+    channels: str,
+    endpoint: str | None,
+    params: VenueParams,
+    config: Config,
 ) -> list[Plan]:
     if endpoint is not None and len(venues) > 1:
         raise UsageError("--endpoint applies to one venue; pass a single --venue with it")
-    return [
-        get_venue(name).plan(_split(symbols), _split(channels), endpoint, params) for name in venues
-    ]
+    _apply_config_secrets(config)
+    plans = []
+    for name in venues:
+        venue = get_venue(name)
+        configured = config.venues.get(venue.name)
+        where = endpoint or (configured.endpoint if configured else None)
+        plans.append(venue.plan(_split(symbols), _split(channels), where, params))
+    return plans
 
 
 def _silence_stdout() -> None:
@@ -200,6 +232,13 @@ ListenOpt = Annotated[
     str | None,
     typer.Option("--listen", help="HOST:PORT a webhook venue (Moralis) listens on."),
 ]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="The config file (default: irisflow.toml in the user's config directory).",
+    ),
+]
 OverflowOpt = Annotated[
     Overflow,
     typer.Option(
@@ -229,12 +268,14 @@ def watch(
     delayed: DelayedOpt = False,
     network: NetworkOpt = None,
     listen: ListenOpt = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Watch live venue streams through filters, as a table or JSON lines."""
     _check_positive("--duration", duration)
     _check_positive("--stale-timeout", stale_timeout)
+    settings = load_config(config)
     params = VenueParams(market=market, network=network, listen=listen, delayed=delayed)
-    plans = _plans(venue, symbols, channels, endpoint, params)
+    plans = _plans(venue, symbols, channels, endpoint, params, settings)
     kinds = frozenset().union(*(p.kinds for p in plans))
     pipeline = Pipeline.from_filters(filter, kinds)  # checked before anything connects
     runner = Runner(
@@ -267,11 +308,13 @@ def record_(
     delayed: DelayedOpt = False,
     network: NetworkOpt = None,
     listen: ListenOpt = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Record venue streams to FILE without showing them (Ctrl-C to stop)."""
     _check_positive("--duration", duration)
+    settings = load_config(config)
     params = VenueParams(market=market, network=network, listen=listen, delayed=delayed)
-    plans = _plans(venue, symbols, channels, endpoint, params)
+    plans = _plans(venue, symbols, channels, endpoint, params, settings)
     runner = Runner(Pipeline(), buffer=buffer, duration=duration, record=file, warn=_render.warn)
     options = FeedOptions(stale_timeout=stale_timeout)
     tune_gc()

@@ -235,7 +235,7 @@ def test_plan_rejects_bad_kline_interval_with_the_valid_list() -> None:
 
 @pytest.mark.parametrize(
     ("channel", "hint"),
-    [("trades", "did you mean 'trade'?"), ("bookticker@1s", "@100ms"), ("depth7", "channels:")],
+    [("trdae", "did you mean 'trade'?"), ("bookticker@1s", "@100ms"), ("depth7", "channels:")],
 )
 def test_plan_rejects_unknown_channels(channel: str, hint: str) -> None:
     with pytest.raises(UsageError, match="binance") as info:

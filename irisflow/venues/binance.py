@@ -68,6 +68,7 @@ def binance_symbol(text: str) -> str:
 
 _CHANNELS = {
     "trade": "trade",
+    "trades": "trade",  # the name other venues use, so one --channels serves several
     "aggtrade": "aggTrade",
     "miniticker": "miniTicker",
     "ticker": "ticker",
