@@ -25,7 +25,7 @@ from ._errors import IrisflowError, UsageError
 from ._feed import Overflow
 from ._pipeline import Pipeline
 from ._run import Runner, RunSummary, Sink, parse_speed
-from ._venue import FeedOptions, Plan, VenueParams, get_venue, venue_names
+from ._venue import FeedOptions, Plan, Venue, VenueParams, get_venue, venue_names
 from .sinks.jsonl import JsonLinesSink
 from .sinks.table import TableSink
 
@@ -127,10 +127,16 @@ def _apply_config_secrets(config: Config) -> None:
             os.environ[variable] = value
 
 
+def _defaults(venue: Venue, what: str) -> tuple[str, ...]:
+    """A venue's ``default_symbols`` / ``default_channels`` (none, if it names none)."""
+    default: tuple[str, ...] = getattr(venue, f"default_{what}", ())
+    return default
+
+
 def _plans(
     venues: list[str],
-    symbols: str,
-    channels: str,
+    symbols: str | None,
+    channels: str | None,
     endpoint: str | None,
     params: VenueParams,
     config: Config,
@@ -143,7 +149,11 @@ def _plans(
         venue = get_venue(name)
         configured = config.venues.get(venue.name)
         where = endpoint or (configured.endpoint if configured else None)
-        plans.append(venue.plan(_split(symbols), _split(channels), where, params))
+        # Without --symbols/--channels each venue takes its own defaults (Binance: btcusdt
+        # and trade, so `irisflow watch --filter 'price>45000'` works as typed).
+        syms = _split(symbols) if symbols is not None else list(_defaults(venue, "symbols"))
+        chans = _split(channels) if channels is not None else list(_defaults(venue, "channels"))
+        plans.append(venue.plan(syms, chans, where, params))
     return plans
 
 
@@ -183,13 +193,20 @@ VenueOpt = Annotated[
     typer.Option("--venue", "-v", help="Venue to connect to (repeatable). See `irisflow venues`."),
 ]
 SymbolsOpt = Annotated[
-    str,
+    str | None,
     typer.Option(
-        "--symbols", "-s", help="Comma-separated symbols, any case, e.g. btcusdt,ethusdt."
+        "--symbols",
+        "-s",
+        help="Comma-separated symbols, any case, e.g. btcusdt,ethusdt (Binance default: btcusdt).",
     ),
 ]
 ChannelsOpt = Annotated[
-    str, typer.Option("--channels", "-c", help="Comma-separated channels, e.g. trade,bookTicker.")
+    str | None,
+    typer.Option(
+        "--channels",
+        "-c",
+        help="Comma-separated channels, e.g. trade,bookTicker (default: trade, or the venue's).",
+    ),
 ]
 FilterOpt = Annotated[
     list[str],
@@ -251,8 +268,8 @@ OverflowOpt = Annotated[
 @_friendly
 def watch(
     venue: VenueOpt = ["binance"],  # noqa: B006  (Typer reads the default)
-    symbols: SymbolsOpt = "btcusdt",
-    channels: ChannelsOpt = "trade",
+    symbols: SymbolsOpt = None,
+    channels: ChannelsOpt = None,
     filter: FilterOpt = [],  # noqa: B006
     output: OutputOpt = Output.AUTO,
     max_events: MaxEventsOpt = None,
@@ -298,8 +315,8 @@ def watch(
 def record_(
     file: Annotated[Path, typer.Argument(help="Where to write the recording (JSON lines).")],
     venue: VenueOpt = ["binance"],  # noqa: B006
-    symbols: SymbolsOpt = "btcusdt",
-    channels: ChannelsOpt = "trade",
+    symbols: SymbolsOpt = None,
+    channels: ChannelsOpt = None,
     duration: DurationOpt = None,
     endpoint: EndpointOpt = None,
     buffer: BufferOpt = 16,

@@ -44,17 +44,22 @@ def iso_time(ns: int) -> str:
     return f"{base}.{frac:09d}Z"
 
 
+def _bigint(value: int | None) -> str | None:
+    return None if value is None else str(value)
+
+
 def make_converter() -> cattrs.Converter:
     """The converter for the JSON lines format."""
     conv = cattrs.Converter()
     conv.register_unstructure_hook(Decimal, str)
 
     def factory(cls: type[Event]) -> Callable[[Event], dict[str, Any]]:
-        overrides: dict[str, Any] = {
-            f.name: override(unstruct_hook=iso_time)
-            for f in attrs.fields(cls)
-            if is_time_field(cls, f.name)
-        }
+        overrides: dict[str, Any] = {}
+        for f in attrs.fields(cls):
+            if is_time_field(cls, f.name):
+                overrides[f.name] = override(unstruct_hook=iso_time)
+            elif f.metadata.get("bigint"):  # uint256 and friends: orjson stops at 64 bits
+                overrides[f.name] = override(unstruct_hook=_bigint)
         inner = make_dict_unstructure_fn(cls, conv, **overrides)
         kind = cls.kind
 

@@ -114,7 +114,11 @@ class Decoder(Protocol):
 
 
 class Venue(Protocol):
-    """What every venue module provides."""
+    """What every venue module provides.
+
+    A venue may also name ``default_symbols`` and ``default_channels`` (tuples of text): what
+    the CLI asks for when ``--symbols`` or ``--channels`` is not given.
+    """
 
     name: str
     title: str

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from . import alchemy as alchemy
 from . import binance as binance
 from . import coinbase as coinbase
 from . import kraken as kraken
+from . import moralis as moralis
 from . import polygon as polygon

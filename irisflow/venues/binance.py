@@ -161,6 +161,8 @@ class BinanceVenue:
     title = "Binance Spot"
     default_endpoint = DEFAULT_ENDPOINT
     credentials: tuple[str, ...] = ()
+    default_symbols = ("btcusdt",)
+    default_channels = ("trade",)
 
     def channel_info(self) -> Sequence[ChannelInfo]:
         """The channels Binance offers."""

@@ -353,6 +353,7 @@ class CoinbaseVenue:
     title = "Coinbase Advanced Trade"
     default_endpoint = DEFAULT_ENDPOINT
     credentials: tuple[str, ...] = ()
+    default_channels = ("trades",)
 
     def channel_info(self) -> Sequence[ChannelInfo]:
         """The channels Coinbase offers (``heartbeats`` is always subscribed)."""

@@ -447,6 +447,7 @@ class KrakenVenue:
     title = "Kraken Spot (WebSocket v2)"
     default_endpoint = DEFAULT_ENDPOINT
     credentials: tuple[str, ...] = ()
+    default_channels = ("trade",)
 
     def channel_info(self) -> Sequence[ChannelInfo]:
         """The channels Kraken offers."""

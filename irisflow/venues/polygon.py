@@ -427,6 +427,7 @@ class PolygonVenue:
     title = "Polygon.io / Massive"
     default_endpoint = DEFAULT_ENDPOINT
     credentials: tuple[str, ...] = ("POLYGON_API_KEY (or MASSIVE_API_KEY)",)
+    default_channels = ("trades",)
 
     def channel_info(self) -> Sequence[ChannelInfo]:
         """The channels Polygon offers (which ones depend on ``--market``)."""
