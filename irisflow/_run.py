@@ -17,6 +17,7 @@ import functools
 import itertools
 import math
 import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -140,6 +141,8 @@ class Runner:
         record: Write every frame heard to this file.
         strict: Stop at the first frame or line that cannot be used.
         warn: Where diagnostics go (one line each).
+        signals: Handle Ctrl-C and SIGTERM (drain, then stop; a second Ctrl-C quits). Only
+            possible in the main thread; elsewhere the caller handles them.
     """
 
     pipeline: Pipeline
@@ -157,6 +160,7 @@ class Runner:
     live: bool = False
     tick: float = 0.25
     """Seconds of wall time between advances of time-driven steps while the feed is idle."""
+    signals: bool = True
     status: RunStatus = attrs.field(factory=RunStatus)
     _decoders: dict[str, Decoder] = attrs.field(factory=dict)
     _problems: list[Problem] = attrs.field(factory=list)
@@ -293,6 +297,8 @@ class Runner:
         return send
 
     async def _signals(self, everything: trio.CancelScope) -> None:
+        if not self.signals or threading.current_thread() is not threading.main_thread():
+            return
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
             async for _ in received:
                 if self._interrupted:
