@@ -11,6 +11,19 @@ from ._alert import SEVERITIES as SEVERITIES
 from ._alert import Alert as Alert
 from ._alert import Severity as Severity
 from ._alert import alert_key as alert_key
+from ._chain import Block as Block
+from ._chain import Confirmation as Confirmation
+from ._chain import Log as Log
+from ._chain import Retraction as Retraction
+from ._chain import Swap as Swap
+from ._chain import TokenInfo as TokenInfo
+from ._chain import TokenTransfer as TokenTransfer
+from ._chain import Transaction as Transaction
+from ._chain import keccak256 as keccak256
+from ._config import AlertConfig as AlertConfig
+from ._config import Config as Config
+from ._config import PipelineConfig as PipelineConfig
+from ._config import load_config as load_config
 from ._errors import ConnectError as ConnectError
 from ._errors import ConnectionClosed as ConnectionClosed
 from ._errors import DatabaseError as DatabaseError
@@ -57,6 +70,7 @@ from ._record import Recorder as Recorder
 from ._record import read_recording as read_recording
 from ._run import Problem as Problem
 from ._run import Runner as Runner
+from ._run import RunStatistics as RunStatistics
 from ._run import RunStatus as RunStatus
 from ._run import RunSummary as RunSummary
 from ._run import Sink as Sink
@@ -86,16 +100,21 @@ from ._venue import VenueParams as VenueParams
 from ._venue import get_venue as get_venue
 from ._venue import register_venue as register_venue
 from ._venue import venue_names as venue_names
+from ._whale import WhaleStep as WhaleStep
 
 __all__ = [
     "KINDS",
     "SEVERITIES",
     "Alert",
+    "AlertConfig",
+    "Block",
     "Book",
     "BookUpdate",
     "BotUser",
     "Candle",
     "ChannelInfo",
+    "Config",
+    "Confirmation",
     "ConnectError",
     "ConnectionClosed",
     "ConnectionState",
@@ -115,17 +134,21 @@ __all__ = [
     "Gap",
     "IrisflowError",
     "Level",
+    "Log",
     "Outbox",
     "OutboxItem",
     "Overflow",
     "Pacer",
     "ParseMode",
     "Pipeline",
+    "PipelineConfig",
     "Plan",
     "Problem",
     "Quote",
     "Recorder",
     "RecordingError",
+    "Retraction",
+    "RunStatistics",
     "RunStatus",
     "RunSummary",
     "Runner",
@@ -133,19 +156,24 @@ __all__ = [
     "Severity",
     "Sink",
     "Step",
+    "Swap",
     "Telegram",
     "TelegramAuthError",
     "TelegramMessageError",
     "TelegramStatistics",
     "TelegramTargetError",
     "Ticker",
+    "TokenInfo",
+    "TokenTransfer",
     "Trade",
+    "Transaction",
     "UsageError",
     "Venue",
     "VenueError",
     "VenueParams",
     "WebSocket",
     "WebSocketStatistics",
+    "WhaleStep",
     "WorldError",
     "alert_key",
     "compile_expression",
@@ -159,6 +187,8 @@ __all__ = [
     "fields_for",
     "get_venue",
     "iso_time",
+    "keccak256",
+    "load_config",
     "open_telegram",
     "open_websocket",
     "parse_speed",

@@ -28,12 +28,20 @@ import trio
 
 from ._errors import DecodeError, IrisflowError, RecordingError
 from ._events import Event, Gap
-from ._feed import FeedItem, FeedStats, Frames, now_ns
+from ._feed import FeedItem, FeedStatistics, FeedStats, Frames, now_ns
 from ._pipeline import Pipeline
 from ._record import CorruptLine, Recorder, read_recording
 from ._venue import Decoder, FeedOptions, Plan, get_venue
 
-__all__ = ["Problem", "RunStatus", "RunSummary", "Runner", "Sink", "parse_speed"]
+__all__ = [
+    "Problem",
+    "RunStatistics",
+    "RunStatus",
+    "RunSummary",
+    "Runner",
+    "Sink",
+    "parse_speed",
+]
 
 EventBatch = list[Event]
 
@@ -79,6 +87,26 @@ class RunSummary:
     """Seconds from start to the last flush."""
     interrupted: bool
     """True when stopped by Ctrl-C or SIGTERM."""
+
+
+@attrs.frozen
+class RunStatistics:
+    """A snapshot of a run's counters, from :meth:`Runner.statistics`."""
+
+    frames: int
+    """Frames read."""
+    events: int
+    """Events decoded."""
+    emitted: int
+    """Events out of the pipeline."""
+    problems: int
+    """Frames or lines skipped."""
+    gaps: int
+    """Gap events seen."""
+    queue: int
+    """Batches waiting between the sources and the pipeline now."""
+    feeds: tuple[FeedStatistics, ...]
+    """One per venue connection."""
 
 
 @attrs.define
@@ -172,6 +200,19 @@ class Runner:
     def stop(self) -> None:
         """Stop the sources; what was received still flows to the sinks."""
         self._stop.cancel()
+
+    def statistics(self) -> RunStatistics:
+        """A frozen snapshot of the run's counters."""
+        status = self.status
+        return RunStatistics(
+            frames=status.frames,
+            events=status.events,
+            emitted=status.emitted,
+            problems=status.problems,
+            gaps=status.gaps,
+            queue=status.channel_depth(),
+            feeds=tuple(feed.statistics() for feed in status.feeds),
+        )
 
     async def watch(
         self,

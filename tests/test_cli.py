@@ -346,3 +346,29 @@ async def test_a_second_ctrl_c_quits_at_once_with_130() -> None:
             await proc.stdout.aclose()
             await proc.stderr.aclose()
     assert code == 130
+
+
+async def test_record_command_and_duration(fake: FakeBinance, tmp_path: Path) -> None:
+    recording = tmp_path / "rec.jsonl"
+    args = [*IRISFLOW, "record", str(recording), "--endpoint", fake.url, "--duration", "2"]
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            result: list[subprocess.CompletedProcess[bytes]] = []
+
+            async def run() -> None:
+                result.append(
+                    await trio.run_process(args, capture_stdout=True, capture_stderr=True)
+                )
+
+            nursery.start_soon(run)
+            await fake.wait_subscribed("btcusdt@trade")
+            payload = trade(
+                "BTCUSDT", price="1", qty="1", trade_id=1, time_ms=1767225600000, buyer_maker=True
+            )
+            await fake.publish("btcusdt@trade", payload)
+    (done,) = result
+    assert done.stdout == b""
+    assert b"recorded 2 frames" in done.stderr  # the subscription ack and the trade
+    lines = [orjson.loads(line) for line in recording.read_bytes().splitlines()]
+    assert [line["venue"] for line in lines] == ["binance", "binance"]
+    assert orjson.loads(lines[1]["frame"])["data"]["t"] == 1

@@ -72,6 +72,8 @@ async def test_taps_see_every_decoded_event_and_sinks_see_the_output(tmp_path: P
     assert len(tap.events) == 5
     assert [e.price for e in out.events] == [Decimal(45003), Decimal(45004)]  # type: ignore[attr-defined]
     assert (summary.events, summary.emitted) == (5, 2)
+    stats = runner.statistics()
+    assert (stats.frames, stats.events, stats.emitted, stats.queue, stats.feeds) == (5, 5, 2, 0, ())
 
 
 async def test_services_run_beside_the_pipeline_and_end_with_it(tmp_path: Path) -> None:
