@@ -25,7 +25,16 @@ SEVERITIES: tuple[Severity, ...] = ("info", "warning", "critical")
 """The severities, least urgent first."""
 
 # Fields that identify one event among others of the same venue, symbol and time.
-_ID_FIELDS = ("trade_id", "update_id", "first_update_id", "last_update_id", "interval")
+_ID_FIELDS = (
+    "trade_id",
+    "update_id",
+    "first_update_id",
+    "last_update_id",
+    "interval",
+    "tx_hash",  # chain events: several transfers may share a block time
+    "log_index",
+    "hash",
+)
 
 
 _IS_SEVERITY = attrs.validators.in_(SEVERITIES)

@@ -96,22 +96,26 @@ class PipelineConfig:
 
 @attrs.frozen
 class AlertConfig:
-    """``[[alerts]]``: one alert rule."""
+    """``[[alerts]]``: one alert rule (see ``irisflow._rules`` for what each field means)."""
 
     name: str
     """Unique rule name, shown in every alert it fires."""
     condition: str
-    """A filter expression over events or window results."""
+    """A filter expression over events or window results. For ``threshold`` rules it is what
+    fires; for the other kinds it narrows the events they look at (``'true'``: all)."""
     venues: tuple[str, ...] = ()
     """Only events of these venues (empty: all)."""
     symbols: tuple[str, ...] = ()
     """Only events of these symbols (empty: all)."""
     cooldown: str | None = None
-    """Least time between two messages of this rule, e.g. ``'5m'``."""
+    """Least time between two alerts of this rule for one venue and symbol, e.g. ``'5m'``;
+    firings in between are folded into one digest alert when it ends."""
     rearm: str | None = None
-    """A condition that must hold before the rule can fire again (hysteresis)."""
+    """What must happen before the rule can fire again (hysteresis): a condition such as
+    ``'price < 44500'``, or a band such as ``'500'`` or ``'1%'`` that the value must move back
+    past. Default: the condition is false again."""
     message: str | None = None
-    """Message template with ``{field}`` placeholders."""
+    """Message template with ``{field}`` placeholders, e.g. ``'{symbol} at {price}'``."""
     severity: str = "warning"
     """``info``, ``warning`` or ``critical``."""
     targets: tuple[str, ...] = ()
@@ -119,9 +123,16 @@ class AlertConfig:
     kind: str = "threshold"
     """Rule kind: ``threshold``, ``change``, ``volume_spike``, ``whale`` or ``rsi``."""
     window: str | None = None
-    """Time window for rules that need one, e.g. ``'5m'``."""
+    """Time window for ``change`` and ``volume_spike`` rules, e.g. ``'5m'``."""
     threshold: str | None = None
-    """Numeric threshold for rules that take one (percent, stddevs, units), as text."""
+    """The kind's threshold, as text: percent for ``change`` (``'3'`` either way, ``'+3'``
+    up, ``'-3'`` down), standard deviations for ``volume_spike`` (default ``'3'``), tokens or
+    ETH for ``whale``, the band ``'30..70'`` for ``rsi`` (the default)."""
+    value: str | None = None
+    """The value expression ``change`` follows (default: price, close or last) or
+    ``volume_spike`` sums (default: ``qty``)."""
+    period: int | None = None
+    """RSI period in candles (default 14), or trailing windows for ``volume_spike`` (20)."""
 
 
 @attrs.frozen
