@@ -7,6 +7,7 @@ Every error irisflow raises on purpose derives from :class:`IrisflowError`. The 
     IrisflowError
     ├── UsageError                 misuse: bad option, unknown venue/channel, bad config
     │   ├── FilterError            a filter expression that does not parse or type-check
+    │   ├── PipelineError          a --pipe text or pipeline step that cannot work
     │   └── RecordingError         an unreadable or corrupt recording file
     ├── DecodeError                a venue frame that does not decode (path in the message)
     └── WorldError                 the outside world failed
@@ -31,6 +32,7 @@ __all__ = [
     "DecodeError",
     "FilterError",
     "IrisflowError",
+    "PipelineError",
     "RecordingError",
     "UsageError",
     "VenueError",
@@ -50,6 +52,14 @@ class FilterError(UsageError):
     """A filter expression failed to parse or to type-check against the event kinds.
 
     The message holds the expression with a caret under the offending spot.
+    """
+
+
+class PipelineError(UsageError):
+    """A pipeline (``--pipe`` text, a named pipeline, or the Python builder) cannot work.
+
+    The message says what is wrong; for ``--pipe`` text, the next lines show the text with a
+    caret under the offending step or word.
     """
 
 
