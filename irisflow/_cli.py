@@ -20,11 +20,23 @@ import trio
 import typer
 
 from . import _render
+from ._alerting import ALERT_LIST_COLUMNS, alerts_test, telegram_settings
+from ._alerting import alerts_list as rules_rows
+from ._assemble import RunSpec, assemble
 from ._config import Config, load_config
 from ._errors import IrisflowError, UsageError
 from ._feed import Overflow
 from ._pipeline import Pipeline
+from ._rules import build_rules
 from ._run import Runner, RunSummary, Sink, parse_speed
+from ._storage_cli import (
+    configured_dsn,
+    filters_add,
+    filters_list,
+    filters_rm,
+    migrate_command,
+    require_dsn,
+)
 from ._venue import FeedOptions, Plan, Venue, VenueParams, get_venue, venue_names
 from .sinks.jsonl import JsonLinesSink
 from .sinks.table import TableSink
@@ -179,6 +191,21 @@ def _sinks(runner: Runner, output: Output) -> list[Sink]:
     return []
 
 
+def _runner(spec: RunSpec, output: Output, *, buffer: int, max_events: int | None) -> Runner:
+    """A runner with the checked pipeline, sinks, taps and services of ``spec``."""
+    parts = assemble(spec, warn=_render.warn)
+    runner = Runner(
+        parts.pipeline,
+        buffer=buffer,
+        max_events=max_events,
+        warn=_render.warn,
+        taps=parts.taps,
+        services=parts.services,
+    )
+    runner.sinks = [*_sinks(runner, output), *parts.sinks]
+    return runner
+
+
 def _check_positive(name: str, value: float | None) -> None:
     if value is not None and value <= 0:
         raise UsageError(f"{name} must be positive (got {value:g})")
@@ -256,6 +283,46 @@ ConfigOpt = Annotated[
         help="The config file (default: irisflow.toml in the user's config directory).",
     ),
 ]
+PipeOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--pipe",
+        help="Pipeline steps, e.g. 'by symbol | window 1m | agg vwap, count' (repeatable).",
+    ),
+]
+PipelineOpt = Annotated[
+    str | None, typer.Option("--pipeline", help="Run the named pipeline from the config file.")
+]
+SavedOpt = Annotated[
+    list[str],
+    typer.Option("--saved", help="Apply a saved filter; changes to it apply live (repeatable)."),
+]
+AlertOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--alert",
+        help="Alert when CONDITION becomes true, e.g. 'price > 45000; cooldown=5m' (repeatable).",
+    ),
+]
+TelegramChatOpt = Annotated[
+    str | None,
+    typer.Option("--telegram-chat", help="Default Telegram chat id for alerts."),
+]
+TelegramUrlOpt = Annotated[
+    str | None,
+    typer.Option("--telegram-api-url", help="Another Bot API server (a local one)."),
+]
+DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        help="Store into PostgreSQL: --db alone uses the configured database, --db DSN another.",
+    ),
+]
+StoreOpt = Annotated[
+    str,
+    typer.Option("--store", help="With --db: output (the pipeline's output) or all (every event)."),
+]
 OverflowOpt = Annotated[
     Overflow,
     typer.Option(
@@ -286,6 +353,14 @@ def watch(
     network: NetworkOpt = None,
     listen: ListenOpt = None,
     config: ConfigOpt = None,
+    pipe: PipeOpt = [],  # noqa: B006
+    pipeline: PipelineOpt = None,
+    saved: SavedOpt = [],  # noqa: B006
+    alert: AlertOpt = [],  # noqa: B006
+    telegram_chat: TelegramChatOpt = None,
+    telegram_api_url: TelegramUrlOpt = None,
+    db: DbOpt = None,
+    store: StoreOpt = "output",
 ) -> None:
     """Watch live venue streams through filters, as a table or JSON lines."""
     _check_positive("--duration", duration)
@@ -293,17 +368,22 @@ def watch(
     settings = load_config(config)
     params = VenueParams(market=market, network=network, listen=listen, delayed=delayed)
     plans = _plans(venue, symbols, channels, endpoint, params, settings)
-    kinds = frozenset().union(*(p.kinds for p in plans))
-    pipeline = Pipeline.from_filters(filter, kinds)  # checked before anything connects
-    runner = Runner(
-        pipeline,
-        buffer=buffer,
-        max_events=max_events,
-        duration=duration,
-        record=record,
-        warn=_render.warn,
+    spec = RunSpec(
+        kinds=frozenset().union(*(p.kinds for p in plans)),
+        config=settings,
+        filters=tuple(filter),
+        pipes=tuple(pipe),
+        pipeline=pipeline,
+        saved=tuple(saved),
+        alerts=tuple(alert),
+        telegram_chat=telegram_chat,
+        telegram_api_url=telegram_api_url,
+        db=db,
+        store=store,
     )
-    runner.sinks = _sinks(runner, output)
+    runner = _runner(spec, output, buffer=buffer, max_events=max_events)
+    runner.duration = duration
+    runner.record = record
     options = FeedOptions(stale_timeout=stale_timeout, overflow=overflow)
     tune_gc()
     summary = trio.run(functools.partial(runner.watch, plans, options))
@@ -359,17 +439,35 @@ def replay(
     ] = False,
     max_events: MaxEventsOpt = None,
     buffer: BufferOpt = 16,
+    config: ConfigOpt = None,
+    pipe: PipeOpt = [],  # noqa: B006
+    pipeline: PipelineOpt = None,
+    saved: SavedOpt = [],  # noqa: B006
+    alert: AlertOpt = [],  # noqa: B006
+    telegram_chat: TelegramChatOpt = None,
+    telegram_api_url: TelegramUrlOpt = None,
+    db: DbOpt = None,
+    store: StoreOpt = "output",
 ) -> None:
     """Replay a recording through the same decoders, filters and outputs as a live run."""
     pace = parse_speed(speed)
     if venue is not None:
         get_venue(venue)  # a typo is reported before the file is read
-    kinds = _replay_kinds(venue)
-    pipeline = Pipeline.from_filters(filter, kinds)
-    runner = Runner(
-        pipeline, buffer=buffer, max_events=max_events, strict=strict, warn=_render.warn
+    spec = RunSpec(
+        kinds=_replay_kinds(venue),
+        config=load_config(config),
+        filters=tuple(filter),
+        pipes=tuple(pipe),
+        pipeline=pipeline,
+        saved=tuple(saved),
+        alerts=tuple(alert),
+        telegram_chat=telegram_chat,
+        telegram_api_url=telegram_api_url,
+        db=db,
+        store=store,
     )
-    runner.sinks = _sinks(runner, output)
+    runner = _runner(spec, output, buffer=buffer, max_events=max_events)
+    runner.strict = strict
     tune_gc()
     summary = trio.run(functools.partial(runner.replay, file, venue=venue, speed=pace))
     _finish(summary, replay=True)
@@ -399,6 +497,134 @@ def venues(
     _render.show_venues(chosen, detail=name is not None)
 
 
+# -- storage ---------------------------------------------------------------------------------
+
+
+@app.command()
+@_friendly
+def migrate(
+    dsn: Annotated[
+        str | None,
+        typer.Option(
+            "--dsn",
+            help="The database (else IRISFLOW_DATABASE_URL, DATABASE_URL, .env, the config).",
+        ),
+    ] = None,
+    to: Annotated[int | None, typer.Option("--to", help="Apply up to migration N only.")] = None,
+    status: Annotated[
+        bool, typer.Option("--status", help="Show each migration's state; change nothing.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be applied; change nothing.")
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Create or upgrade irisflow's tables in PostgreSQL (TimescaleDB when available)."""
+    target = require_dsn(dsn, load_config(config))
+    _render.show_lines(migrate_command(target, to=to, status=status, dry_run=dry_run))
+
+
+filters_app = typer.Typer(
+    name="filters",
+    help="Saved filters: named filters that running watches pick up live.",
+    no_args_is_help=True,
+)
+app.add_typer(filters_app)
+
+
+@filters_app.command("add")
+@_friendly
+def filters_add_(
+    name: Annotated[str, typer.Argument(help="The filter's name.")],
+    expr: Annotated[str, typer.Argument(help="The filter expression, e.g. 'price > 45000'.")],
+    venue: Annotated[
+        list[str], typer.Option("--venue", "-v", help="Only events of this venue (repeatable).")
+    ] = [],  # noqa: B006
+    symbols: Annotated[
+        str | None, typer.Option("--symbols", "-s", help="Only these symbols (comma-separated).")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Save (or replace) a filter; it is checked before it is saved."""
+    dsn = configured_dsn(None, load_config(config))
+    lines = filters_add(dsn, name, expr, venues=venue, symbols=_split(symbols) if symbols else ())
+    _render.show_lines(lines)
+
+
+@filters_app.command("list")
+@_friendly
+def filters_list_(config: ConfigOpt = None) -> None:
+    """List saved filters."""
+    rows = filters_list(configured_dsn(None, load_config(config)))
+    _render.show_rows(["name", "expr", "venues", "symbols", "updated_at"], rows)
+
+
+@filters_app.command("rm")
+@_friendly
+def filters_rm_(
+    name: Annotated[str, typer.Argument(help="The filter to remove.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Remove a saved filter (running watches drop it within a second)."""
+    _render.show_lines(filters_rm(configured_dsn(None, load_config(config)), name))
+
+
+# -- alerts ----------------------------------------------------------------------------------
+
+alerts_app = typer.Typer(
+    name="alerts", help="Alert rules and their Telegram delivery.", no_args_is_help=True
+)
+app.add_typer(alerts_app)
+
+
+@alerts_app.command("test")
+@_friendly
+def alerts_test_(
+    chat: Annotated[
+        str | None, typer.Option("--chat", help="The chat to test (default: the default chat).")
+    ] = None,
+    telegram_api_url: TelegramUrlOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Send one test message to Telegram, to check the token and the chat."""
+    settings = telegram_settings(
+        load_config(config), chat=chat, api_url=telegram_api_url, required=True
+    )
+    _render.show_lines([trio.run(alerts_test, settings, chat)])
+
+
+@alerts_app.command("list")
+@_friendly
+def alerts_list_(
+    alert: AlertOpt = [],  # noqa: B006
+    config: ConfigOpt = None,
+) -> None:
+    """List the alert rules: the config file's, and any given with --alert."""
+    rules = build_rules(alert, load_config(config))
+    _render.show_rows(
+        list(ALERT_LIST_COLUMNS),
+        [dict(zip(ALERT_LIST_COLUMNS, r, strict=True)) for r in rules_rows(rules)],
+    )
+
+
+def _optional_db_value(args: list[str]) -> list[str]:
+    """Let ``--db`` stand alone: ``--db`` means the configured database, ``--db DSN`` another.
+
+    Typer options take a value, so a bare ``--db`` becomes ``--db=`` (an empty DSN). What
+    follows ``--db`` is its value only when it looks like a connection string (a URL, or
+    ``key=value`` pairs), so ``replay --db file.jsonl`` still reads the file.
+    """
+    out: list[str] = []
+    for index, arg in enumerate(args):
+        if arg == "--db":
+            following = args[index + 1] if index + 1 < len(args) else ""
+            if "://" not in following and "=" not in following:
+                out.append("--db=")
+                continue
+        out.append(arg)
+    return out
+
+
 def main() -> None:
     """Entry point of the ``irisflow`` console script."""
-    app()
+    app(args=_optional_db_value(sys.argv[1:]), prog_name="irisflow")

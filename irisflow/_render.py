@@ -253,6 +253,38 @@ def show_summary(summary: Any, *, replay: bool) -> None:
             console.print(f"  ... and {summary.problem_count - 20} more")
 
 
+def show_lines(lines: Sequence[str]) -> None:
+    """Plain result lines on stdout (``migrate``, ``filters add``, ``alerts test``)."""
+    sys.stdout.write("".join(f"{line}\n" for line in lines))
+    sys.stdout.flush()
+
+
+def show_rows(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
+    """Rows as a table on a terminal, as JSON lines otherwise (data goes to stdout)."""
+    if not stdout_is_terminal():
+        import orjson
+
+        for row in rows:
+            sys.stdout.write(orjson.dumps(row, default=str).decode() + "\n")
+        sys.stdout.flush()
+        return
+    table = Table()
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(escape(_cell(row.get(column))) for column in columns))
+    console = Console(highlight=False)
+    console.print(table if rows else "nothing to show")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
 def stdout_is_terminal() -> bool:
     """Whether stdout is an interactive terminal (then the table is the default output)."""
     return sys.stdout.isatty()

@@ -408,6 +408,9 @@ class Runner:
                     out = process(events)
                     if out:
                         await self._emit(out, outputs)
+                # The feed ended (its end, a stop, Ctrl-C): open windows come out now,
+                # marked incomplete, so nothing received is held back.
+                await self._emit(self.pipeline.flush(), outputs)
         finally:
             for output in [*outputs, *taps]:
                 output.close()

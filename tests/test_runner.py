@@ -100,3 +100,27 @@ async def test_max_events_cuts_exactly(tmp_path: Path) -> None:
         recording(tmp_path / "r.jsonl", 10)
     )
     assert len(sink.events) == summary.emitted == 3
+
+
+@attrs.define
+class Holder:
+    """A step that holds every event back until the stream ends."""
+
+    held: list[Event] = attrs.field(factory=list)
+
+    def process(self, events: list[Event]) -> list[Event]:
+        self.held.extend(events)
+        return []
+
+    def advance(self, now: int) -> list[Event]:
+        return []
+
+    def flush(self) -> list[Event]:
+        held, self.held = self.held, []
+        return held
+
+
+async def test_what_steps_hold_comes_out_when_the_feed_ends(tmp_path: Path) -> None:
+    sink = ListSink()
+    await Runner(Pipeline([Holder()]), sinks=[sink]).replay(recording(tmp_path / "r.jsonl", 4))
+    assert [e.trade_id for e in sink.events] == [0, 1, 2, 3]  # type: ignore[attr-defined]
