@@ -10,6 +10,7 @@ connects.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 
 import attrs
@@ -23,6 +24,7 @@ from ._rule_step import AlertStep
 from ._rules import build_rules
 from ._run import Sink
 from ._storage_cli import configured_dsn, require_dsn, saved_filters_for_run, store_sinks
+from .sinks.postgres import PostgresSink
 
 __all__ = ["Assembly", "RunSpec", "assemble"]
 
@@ -63,6 +65,18 @@ class Assembly:
     sinks: list[Sink] = attrs.field(factory=list)
     taps: list[Sink] = attrs.field(factory=list)
     services: list[Callable[[], Awaitable[None]]] = attrs.field(factory=list)
+    notes: list[Callable[[], str]] = attrs.field(factory=list)
+    """Status texts for the live table (the database's state)."""
+
+
+def _db_note(sink: PostgresSink) -> str:
+    stats = sink.statistics()
+    text = f"db {stats.state} {stats.rows_written:,} rows"
+    if stats.rows_buffered:
+        text += f", {stats.rows_buffered:,} waiting"
+    if stats.backpressure:
+        text += " (holding the feed back)"
+    return text
 
 
 def assemble(spec: RunSpec, *, warn: Callable[[str], None]) -> Assembly:
@@ -95,6 +109,9 @@ def assemble(spec: RunSpec, *, warn: Callable[[str], None]) -> Assembly:
         sinks, taps = store_sinks(dsn, spec.store)
         assembly.sinks.extend(sinks)
         assembly.taps.extend(taps)
+        for sink in [*sinks, *taps]:
+            if isinstance(sink, PostgresSink):
+                assembly.notes.append(functools.partial(_db_note, sink))
     rules = build_rules(spec.alerts, spec.config, pipeline.output_kinds(), warn=warn)
     if rules:
         pipeline.steps.append(AlertStep(rules, kinds=pipeline.output_kinds()))

@@ -203,6 +203,7 @@ def _runner(spec: RunSpec, output: Output, *, buffer: int, max_events: int | Non
         services=parts.services,
     )
     runner.sinks = [*_sinks(runner, output), *parts.sinks]
+    runner.status.notes.extend(parts.notes)
     return runner
 
 

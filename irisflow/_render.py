@@ -19,7 +19,18 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from ._events import Book, BookUpdate, Candle, Event, Gap, Quote, Ticker, Trade, field_doc
+from ._events import (
+    Book,
+    BookUpdate,
+    Candle,
+    Event,
+    Gap,
+    Quote,
+    Ticker,
+    Trade,
+    field_doc,
+    is_time_field,
+)
 from ._feed import ConnectionState
 from ._jsonl import iso_time
 
@@ -65,7 +76,8 @@ class TableState:
     latest: collections.deque[Event] = attrs.field(factory=lambda: collections.deque(maxlen=20))
     symbols: dict[tuple[str, str], list[Any]] = attrs.field(factory=dict)
     """(venue, symbol) -> [last price, events seen]."""
-    gaps: collections.deque[Gap] = attrs.field(factory=lambda: collections.deque(maxlen=5))
+    alerts: collections.deque[Event] = attrs.field(factory=lambda: collections.deque(maxlen=8))
+    """The latest alerts, for the alert panel."""
 
     def add(self, events: Sequence[Event]) -> None:
         """Fold a batch of output events into the view."""
@@ -73,8 +85,9 @@ class TableState:
         symbols = self.symbols
         for event in events:
             if event.__class__ is Gap:
-                assert isinstance(event, Gap)
-                self.gaps.append(event)
+                continue
+            if event.kind == "alert":
+                self.alerts.append(event)
                 continue
             key = (event.venue, event.symbol)
             row = symbols.get(key)
@@ -120,10 +133,16 @@ def _details(event: Event) -> str:
     if isinstance(event, Gap):
         seconds = (event.end - event.start) / 1e9
         return f"GAP {seconds:.1f}s in {len(event.streams)} streams: {event.cause}"
-    fields = attrs.asdict(event)
-    for name in ("venue", "symbol", "ts", "recv_ts"):
-        fields.pop(name, None)
-    return " ".join(f"{k}={v}" for k, v in fields.items())
+    cls = type(event)
+    shown = []
+    for field in attrs.fields(cls)[4:]:  # after venue, symbol, ts, recv_ts
+        value = getattr(event, field.name)
+        if value is None:
+            continue
+        if is_time_field(cls, field.name) and isinstance(value, int):
+            value = iso_time(value)[11:23]
+        shown.append(f"{field.name} {value}")
+    return "  ".join(shown)
 
 
 @attrs.define
@@ -136,8 +155,30 @@ class LiveView:
     _rates: tuple[float, float] = (0.0, 0.0)
 
     def render(self) -> Group:
-        """The whole screen."""
-        return Group(self._header(), self._events(), self._symbols())
+        """The whole screen: status, alerts (once there are any), events, symbols."""
+        parts: list[Any] = [self._header()]
+        if self.state.alerts:
+            parts.append(self._alerts())
+        parts += [self._events(), self._symbols()]
+        return Group(*parts)
+
+    def _alerts(self) -> Table:
+        table = Table(title="alerts", title_justify="left", title_style="bold")
+        for name in ("time (UTC)", "rule", "severity", "symbol", "message"):
+            table.add_column(name, no_wrap=name != "message")
+        colours = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
+        for alert in reversed(self.state.alerts):
+            severity = str(getattr(alert, "severity", ""))
+            count = getattr(alert, "count", 1)
+            text = str(getattr(alert, "text", ""))
+            table.add_row(
+                iso_time(alert.ts)[11:23],
+                escape(str(getattr(alert, "rule", ""))),
+                f"[{colours.get(severity, 'white')}]{severity}[/]",
+                escape(alert.symbol),
+                escape(text if count == 1 else f"({count}x) {text}"),
+            )
+        return table
 
     def _header(self) -> Table:
         status = self.status
@@ -168,6 +209,7 @@ class LiveView:
             f"reconnects {sum(f.reconnects for f in feeds)}",
             f"gaps {status.gaps}",
             f"skipped {status.problems}",
+            *(escape(note()) for note in status.notes),
         )
         return header
 

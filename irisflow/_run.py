@@ -122,6 +122,8 @@ class RunStatus:
     started: float = attrs.field(factory=time.monotonic)
     channel: trio.MemoryReceiveChannel[FeedItem] | None = None
     source: str = ""
+    notes: list[Callable[[], str]] = attrs.field(factory=list)
+    """More status for the display, e.g. the database sink's state (one short text each)."""
 
     def channel_depth(self) -> int:
         """Items waiting in the channel from the sources to the pipeline."""

@@ -239,3 +239,38 @@ def test_subprocess_db_flag_alone_uses_the_configured_database(tmp_path: Path) -
     )
     assert done.returncode == 2
     assert "no database configured" in done.stderr
+
+
+def test_the_table_has_an_alert_panel_and_readable_windows() -> None:
+    code, out, err = run(
+        "replay",
+        str(SAMPLE),
+        "--filter",
+        "kind == 'trade'",
+        "--pipe",
+        "by symbol | window 1m | agg vwap",
+        "--alert",
+        "vwap < 93500",
+        "--output",
+        "table",
+    )
+    assert code == 0, err
+    assert "alerts" in out
+    assert "vwap < 93500" in out  # the rule's default message names its condition
+    assert "start 00:0" in out  # window times shown as times, not integers
+
+
+@pytest.mark.postgres
+def test_the_table_shows_the_database_state(migrated_db: str) -> None:
+    code, out, err = run(
+        "replay",
+        str(SAMPLE),
+        "--filter",
+        "kind == 'trade'",
+        "--db",
+        migrated_db,
+        "--output",
+        "table",
+    )
+    assert code == 0, err
+    assert "db ok" in out
