@@ -21,6 +21,7 @@ __all__ = [
     "emit_gap",
     "join_url",
     "make_decode_error",
+    "run_connections",
 ]
 
 _SHOWN = 120  # characters of a bad frame quoted in its error
@@ -245,3 +246,30 @@ class VenueConnection:
         if self._reconnect is not None:
             reason, self._reconnect = self._reconnect, None
             raise Reconnect(reason)
+
+
+async def run_connections(
+    venue: str,
+    streams: Sequence[str],
+    per_connection: int,
+    make: Callable[[Sequence[str], trio.MemorySendChannel[FeedItem], FeedStats], VenueConnection],
+    send: trio.MemorySendChannel[FeedItem],
+    stats: list[FeedStats],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run one connection per ``per_connection`` streams until cancelled; close ``send`` after.
+
+    Each connection gets its own clone of ``send`` and its own :class:`FeedStats` (appended to
+    ``stats`` before ``started()``, which comes once every connection is subscribed).
+
+    Args:
+        make: Builds a connection from its streams, its channel clone and its counters.
+    """
+    chunks = [streams[i : i + per_connection] for i in range(0, len(streams), per_connection)]
+    async with send, trio.open_nursery() as nursery:
+        for number, chunk in enumerate(chunks):
+            feed_stats = FeedStats(venue, connection=number, streams=len(chunk))
+            stats.append(feed_stats)
+            await nursery.start(make(chunk, send.clone(), feed_stats).run)
+        task_status.started()

@@ -42,7 +42,7 @@ from ._alchemy_decode import (
     TYPE_CODES,
     AlchemyDecoder,
 )
-from ._common import Reconnect, VenueConnection, ack_deadline_error
+from ._common import Reconnect, VenueConnection, ack_deadline_error, run_connections
 
 __all__ = ["ALCHEMY", "ID_BASE", "AlchemyDecoder", "AlchemyVenue", "api_key"]
 
@@ -381,19 +381,21 @@ class AlchemyVenue:
     ) -> None:
         """Run one connection per 1000 subscriptions until cancelled; closes ``send``."""
         key = api_key()
-        chunks = [
-            plan.streams[i : i + MAX_SUBSCRIPTIONS_PER_CONNECTION]
-            for i in range(0, len(plan.streams), MAX_SUBSCRIPTIONS_PER_CONNECTION)
-        ]
-        async with send, trio.open_nursery() as nursery:
-            for number, streams in enumerate(chunks):
-                feed_stats = FeedStats(VENUE, connection=number, streams=len(streams))
-                stats.append(feed_stats)
-                conn = AlchemyConnection(
-                    plan.endpoint, key, streams, send.clone(), options, feed_stats
-                )
-                await nursery.start(conn.run)
-            task_status.started()
+
+        def make(
+            streams: Sequence[str], channel: trio.MemorySendChannel[FeedItem], counters: FeedStats
+        ) -> AlchemyConnection:
+            return AlchemyConnection(plan.endpoint, key, streams, channel, options, counters)
+
+        await run_connections(
+            VENUE,
+            plan.streams,
+            MAX_SUBSCRIPTIONS_PER_CONNECTION,
+            make,
+            send,
+            stats,
+            task_status=task_status,
+        )
 
 
 class AlchemyConnection(VenueConnection):

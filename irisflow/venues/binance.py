@@ -23,7 +23,7 @@ from .._feed import FeedItem, FeedStats
 from .._transport import WebSocket
 from .._venue import ChannelInfo, FeedOptions, Plan, VenueParams, register_venue
 from ._binance_decode import VENUE, BinanceDecoder
-from ._common import Reconnect, VenueConnection, ack_deadline_error, join_url
+from ._common import Reconnect, VenueConnection, ack_deadline_error, join_url, run_connections
 
 __all__ = ["BINANCE", "BinanceControl", "BinanceDecoder", "BinanceVenue"]
 
@@ -223,19 +223,24 @@ class BinanceVenue:
         Args:
             control: Attach it to change the subscription while it runs.
         """
-        chunks = [
-            plan.streams[i : i + MAX_STREAMS_PER_CONNECTION]
-            for i in range(0, len(plan.streams), MAX_STREAMS_PER_CONNECTION)
-        ]
-        async with send, trio.open_nursery() as nursery:
-            for number, streams in enumerate(chunks):
-                feed_stats = FeedStats(VENUE, connection=number, streams=len(streams))
-                stats.append(feed_stats)
-                conn = _Connection(plan.endpoint, streams, send.clone(), options, feed_stats)
-                if control is not None:
-                    control.connections.append(conn)
-                await nursery.start(conn.run)
-            task_status.started()
+
+        def make(
+            streams: Sequence[str], channel: trio.MemorySendChannel[FeedItem], counters: FeedStats
+        ) -> VenueConnection:
+            conn = _Connection(plan.endpoint, streams, channel, options, counters)
+            if control is not None:
+                control.connections.append(conn)
+            return conn
+
+        await run_connections(
+            VENUE,
+            plan.streams,
+            MAX_STREAMS_PER_CONNECTION,
+            make,
+            send,
+            stats,
+            task_status=task_status,
+        )
 
 
 @attrs.define

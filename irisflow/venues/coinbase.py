@@ -26,7 +26,13 @@ from .._events import Book, BookUpdate, Candle, Event, Level, Quote, Trade
 from .._feed import FeedItem, FeedStats
 from .._transport import WebSocket
 from .._venue import ChannelInfo, FeedOptions, Plan, VenueParams, register_venue
-from ._common import Reconnect, VenueConnection, ack_deadline_error, make_decode_error
+from ._common import (
+    Reconnect,
+    VenueConnection,
+    ack_deadline_error,
+    make_decode_error,
+    run_connections,
+)
 from ._wire import RecentIds, dec_str, rfc3339_ns
 
 __all__ = ["COINBASE", "CoinbaseDecoder", "CoinbaseVenue"]
@@ -408,20 +414,24 @@ class CoinbaseVenue:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Run one connection for the whole plan until cancelled; closes ``send`` at the end."""
-        async with send, trio.open_nursery() as nursery:
-            feed_stats = FeedStats(VENUE, connection=0, streams=len(plan.streams))
-            stats.append(feed_stats)
-            conn = _Connection(
-                plan.endpoint,
-                plan.streams,
-                plan.channels,
-                plan.symbols,
-                send.clone(),
-                options,
-                feed_stats,
+
+        def make(
+            streams: Sequence[str], channel: trio.MemorySendChannel[FeedItem], counters: FeedStats
+        ) -> _Connection:
+            return _Connection(
+                plan.endpoint, streams, plan.channels, plan.symbols, channel, options, counters
             )
-            await nursery.start(conn.run)
-            task_status.started()
+
+        # The whole plan fits one connection.
+        await run_connections(
+            VENUE,
+            plan.streams,
+            max(1, len(plan.streams)),
+            make,
+            send,
+            stats,
+            task_status=task_status,
+        )
 
 
 class _Connection(VenueConnection):

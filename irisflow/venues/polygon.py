@@ -25,7 +25,14 @@ from .._events import Book, Candle, Event, Level, Quote, Trade
 from .._feed import FeedItem, FeedStats
 from .._transport import WebSocket
 from .._venue import ChannelInfo, FeedOptions, Plan, VenueParams, register_venue
-from ._common import Reconnect, VenueConnection, ack_deadline_error, join_url, make_decode_error
+from ._common import (
+    Reconnect,
+    VenueConnection,
+    ack_deadline_error,
+    join_url,
+    make_decode_error,
+    run_connections,
+)
 from ._wire import Secret, dec, loads_exact
 
 __all__ = ["POLYGON", "PolygonDecoder", "PolygonVenue"]
@@ -499,12 +506,22 @@ class PolygonVenue:
     ) -> None:
         """Run the plan's one connection until cancelled; closes ``send`` at the end."""
         key = Secret(api_key())
-        async with send, trio.open_nursery() as nursery:
-            feed_stats = FeedStats(VENUE, connection=0, streams=len(plan.streams))
-            stats.append(feed_stats)
-            conn = _Connection(plan.endpoint, plan.streams, send.clone(), options, feed_stats, key)
-            await nursery.start(conn.run)
-            task_status.started()
+
+        def make(
+            streams: Sequence[str], channel: trio.MemorySendChannel[FeedItem], counters: FeedStats
+        ) -> _Connection:
+            return _Connection(plan.endpoint, streams, channel, options, counters, key)
+
+        # Polygon allows one connection per key and market: the whole plan goes on it.
+        await run_connections(
+            VENUE,
+            plan.streams,
+            max(1, len(plan.streams)),
+            make,
+            send,
+            stats,
+            task_status=task_status,
+        )
 
 
 class _Connection(VenueConnection):
