@@ -19,6 +19,7 @@ from typing import Any
 import attrs
 
 from ._config import AlertConfig
+from ._duration import duration_hint, duration_ns
 from ._errors import UsageError
 from ._events import to_datetime
 from ._jsonl import iso_time
@@ -39,41 +40,18 @@ __all__ = [
 # Small parsers
 
 
-_UNIT_NS = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
-_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_WORDS = {
-    **dict.fromkeys(("msec", "msecs", "millisecond", "milliseconds"), "ms"),
-    **dict.fromkeys(("sec", "secs", "second", "seconds"), "s"),
-    **dict.fromkeys(("min", "mins", "minute", "minutes"), "m"),
-    **dict.fromkeys(("hr", "hrs", "hour", "hours"), "h"),
-    **dict.fromkeys(("day", "days"), "d"),
-}
-
-
 def parse_duration(text: str, *, what: str = "duration") -> int:
     """A duration such as ``'30s'``, ``'5m'``, ``'1h'``, ``'1h30m'`` or ``'250ms'``, in ns.
 
     Raises:
         UsageError: anything else, or zero; the message suggests the spelling meant.
     """
-    compact = text.strip().lower().replace(" ", "")
-    if _DURATION.fullmatch(compact):
-        total = sum(
-            Decimal(number) * _UNIT_NS[unit] for number, unit in _DURATION_PART.findall(compact)
-        )
-        if total >= 1:
-            return int(total)
-    hint = ""
-    loose = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([a-z]*)", text.strip().lower())
-    if loose:
-        number, unit = loose.groups()
-        unit = _UNIT_WORDS.get(unit, unit if unit in _UNIT_NS else "s" if not unit else "")
-        if unit and Decimal(number) > 0:
-            hint = f" (did you mean '{number}{unit}'?)"
+    ns = duration_ns(text)
+    if ns is not None:
+        return ns
     raise UsageError(
-        f"bad {what} {text!r}{hint}: write a positive number and a unit, e.g. '30s', '5m', "
-        "'1h' or '1h30m' (units: ms, s, m, h, d)"
+        f"bad {what} {text!r}{duration_hint(text)}: write a positive number and a unit, e.g. "
+        "'30s', '5m', '1h' or '1h30m' (units: ms, s, m, h, d)"
     )
 
 

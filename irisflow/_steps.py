@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import attrs
 
+from ._duration import duration_hint, duration_ns
 from ._errors import FilterError, PipelineError
 from ._events import KINDS, Event, Gap
 from ._expr import fail
@@ -163,24 +164,12 @@ def split_top(text: str, sep: str = ",") -> list[str]:
 
 # ---------------------------------------------------------------------------- durations
 
-_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ns|us|µs|ms|s|m|h|d)")
-_UNITS = {
-    "ns": 1,
-    "us": 1_000,
-    "µs": 1_000,
-    "ms": 1_000_000,
-    "s": 1_000_000_000,
-    "m": 60_000_000_000,
-    "h": 3_600_000_000_000,
-    "d": 86_400_000_000_000,
-}
-
 
 def parse_duration(text: str | int, what: str = "duration") -> int:
     """``'1m'`` -> 60_000_000_000: a duration in whole nanoseconds (an int passes as ns).
 
-    Units: ``ns``, ``us``, ``ms``, ``s``, ``m`` (minutes), ``h``, ``d``; a decimal number is
-    allowed (``1.5s``). The result must be positive.
+    Units: ``ns``, ``us``, ``ms``, ``s``, ``m`` (minutes), ``h``, ``d``; decimals (``1.5s``)
+    and sums (``1h30m``) are allowed (see ``irisflow._duration``). The result must be positive.
 
     Raises:
         PipelineError: anything else.
@@ -189,26 +178,14 @@ def parse_duration(text: str | int, what: str = "duration") -> int:
         if text <= 0:
             raise PipelineError(f"{what} must be positive (got {text} ns)")
         return text
-    match = _DURATION.fullmatch(str(text).strip())
-    ns = 0
-    if match is not None:
-        ns = int(Decimal(match.group(1)) * _UNITS[match.group(2)])
-    if ns <= 0:
+    ns = duration_ns(str(text))
+    if ns is None:
         raise error(
             text if isinstance(text, str) else str(text),
-            f"bad {what} {str(text)!r} (write a positive number and a unit:"
-            " 500ms, 10s, 1m, 4h, 1d)",
+            f"bad {what} {str(text)!r}{duration_hint(str(text))} (write a positive number and"
+            " a unit: 500ms, 10s, 1m, 4h, 1d)",
         )
     return ns
-
-
-def format_duration(ns: int) -> str:
-    """``60_000_000_000`` -> ``'1m'``: the largest unit that divides ``ns`` exactly."""
-    for unit in ("d", "h", "m", "s", "ms", "us"):
-        size = _UNITS[unit]
-        if ns % size == 0:
-            return f"{ns // size}{unit}"
-    return f"{ns}ns"
 
 
 # ---------------------------------------------------------------------------- keys

@@ -40,11 +40,12 @@ from typing import Any, ClassVar
 
 import attrs
 
+from ._duration import format_duration
 from ._errors import UsageError
 from ._events import Event, Gap, event_kind
 from ._filter import ARITH, Expression
 from ._folds import DIVISION
-from ._steps import Located, PipelineError, expression, format_duration, kind_set
+from ._steps import Located, PipelineError, expression, kind_set
 
 __all__ = ["Rsi", "RsiStep", "Spike", "SpikeStep"]
 

@@ -47,13 +47,13 @@ from typing import Any, ClassVar
 import attrs
 
 from ._aggregates import Aggregate
+from ._duration import format_duration
 from ._events import Event, Gap, event_kind
 from ._folds import BoundAggregate
 from ._steps import (
     PipelineError,
     enriched_class,
     error,
-    format_duration,
     kind_set,
 )
 
