@@ -6,7 +6,9 @@ ready-made rows (datetimes already built: the best case for the raw side). Runs 
 table is emptied before each, and the median and best rows/s are printed with their ratio.
 
 Targets: sink >= 100k rows/s and >= 0.7 x raw. A third run feeds the same events again, so
-every row is already stored: that measures the duplicate-safe staging path.
+every row is already stored: that measures the duplicate-safe staging path. A fourth replays
+the same trades from a recording file (``irisflow replay FILE --db``): reading and decoding
+included.
 
 Usage::
 
@@ -22,11 +24,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 import trio
 from psycopg import sql
@@ -34,6 +39,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from irisflow._events import Trade, to_datetime
 from irisflow._migrate import migrate
+from irisflow._pipeline import Pipeline
+from irisflow._run import Runner
 from irisflow.sinks.postgres import PostgresSink
 
 COLUMNS = "venue, symbol, ts, recv_ts, price, qty, side, trade_id"
@@ -46,8 +53,8 @@ def make_trades(n: int) -> list[Trade]:
         Trade(
             venue="binance",
             symbol=("BTCUSDT", "ETHUSDT", "SOLUSDT")[i % 3],
-            ts=base + i * 1_000_123,
-            recv_ts=base + i * 1_000_123 + 4_567_000,
+            ts=base + i * 1_000_000,  # whole ms, as Binance sends them
+            recv_ts=base + i * 1_000_000 + 4_567_000,
             price=Decimal("67012.34") + Decimal(i % 1000) / 100,
             qty=Decimal("0.00123") * (1 + i % 7),
             side="buy" if i % 2 else "sell",
@@ -104,6 +111,37 @@ def run_sink(dsn: str, trades: list[Trade], batch_rows: int) -> float:
     return elapsed
 
 
+def write_recording(path: Path, trades: list[Trade]) -> None:
+    """The trades as a Binance recording: what ``irisflow replay FILE --db`` reads."""
+    lines = []
+    for i, t in enumerate(trades):
+        data = {
+            "e": "trade",
+            "E": t.ts // 1_000_000,
+            "s": t.symbol,
+            "t": t.trade_id,
+            "p": str(t.price),
+            "q": str(t.qty),
+            "T": t.ts // 1_000_000,
+            "m": t.side == "sell",
+            "M": True,
+        }
+        frame = orjson.dumps({"stream": f"{t.symbol.lower()}@trade", "data": data}).decode()
+        # Frames of one socket read share their receive time: 100 trades a read here.
+        recv_ts = trades[i - i % 100].recv_ts
+        lines.append(orjson.dumps({"venue": "binance", "recv_ts": recv_ts, "frame": frame}))
+    path.write_bytes(b"\n".join(lines) + b"\n")
+
+
+def run_replay(dsn: str, recording: Path, batch_rows: int) -> float:
+    """``irisflow replay FILE --db``: read, decode, run the pipeline, store."""
+    sink = PostgresSink(dsn, batch_rows=batch_rows, max_buffered_rows=max(batch_rows, 200_000))
+    runner = Runner(Pipeline(), sinks=[sink], signals=False)
+    start = time.perf_counter()
+    trio.run(runner.replay, recording)
+    return time.perf_counter() - start
+
+
 def measure(
     name: str,
     fn: Callable[[], float],
@@ -156,6 +194,8 @@ def main() -> None:
             )
             for t in trades
         ]
+        recording = Path(tempfile.mkdtemp()) / "trades.jsonl"
+        write_recording(recording, trades)
         print(
             f"{args.rows:,} trades, batch_rows={args.batch_rows}, "
             f"server {params.get('host', 'local')}:{params.get('port', 5432)}"
@@ -164,6 +204,9 @@ def main() -> None:
         for i in range(args.repeat):
             print(f"round {i + 1}")
             measure("raw", lambda: run_raw(dsn, rows), args.rows, dsn, times)
+            measure(
+                "file", lambda: run_replay(dsn, recording, args.batch_rows), args.rows, dsn, times
+            )
             measure("sink", lambda: run_sink(dsn, trades, args.batch_rows), args.rows, dsn, times)
             # The same events again: every row is already stored (a replayed file).
             measure(
@@ -179,6 +222,12 @@ def main() -> None:
         print(f"raw COPY     median {raw_med:10,.0f} rows/s   best {raw_best:10,.0f} rows/s")
         print(f"PostgresSink median {sink_med:10,.0f} rows/s   best {sink_best:10,.0f} rows/s")
         print(f"ratio sink/raw: median {sink_med / raw_med:.2f}   best {sink_best / raw_best:.2f}")
+        file_med = args.rows / statistics.median(times["file"])
+        file_best = args.rows / min(times["file"])
+        print(f"replay FILE --db median {file_med:10,.0f} rows/s   best {file_best:10,.0f} rows/s")
+        print(
+            f"ratio replay/raw: median {file_med / raw_med:.2f}   best {file_best / raw_best:.2f}"
+        )
         replay_med = args.rows / statistics.median(times["replay"])
         print(f"replay (all rows already stored, ON CONFLICT path) median {replay_med:,.0f} rows/s")
     finally:
