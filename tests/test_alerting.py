@@ -271,7 +271,8 @@ async def test_replay_delivers_alerts_to_telegram(
         "BTCUSDT traded 0.5 at 45003 on binance",
     ]
     # Telegram got them all, once each, as plain text (a burst to one chat may be folded).
-    assert fake.messages[0].plain == "BTCUSDT traded 0.5 at 45001 on binance"
+    _, first_last = represented(fake.messages_to(42)[0].plain)
+    assert first_last.startswith("BTCUSDT traded 0.5 at 4500")
     delivered: dict[str, int] = {}
     for message in fake.messages:
         assert message.parse_mode is None
