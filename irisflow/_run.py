@@ -388,20 +388,23 @@ class Runner:
                         if not self._done:
                             await self._emit(advance(now_ns()), outputs)
                         continue
-                    out: list[Event] = []
-                    for _ in range(_DRAIN):
-                        if recorder is not None:
-                            await recorder.send(item)
-                        if not self._done:  # after --max-events: drain without emitting
-                            events = self._decode(item)
-                            for tap in taps:
-                                await tap.send(events)
-                            out += advance(item.recv_ts)
-                            out += self.pipeline.process(list(events) if taps else events)
+                    items = [item]
+                    while len(items) < _DRAIN:  # what is queued already comes along
                         try:
-                            item = feed.receive_nowait()
+                            items.append(feed.receive_nowait())
                         except (trio.WouldBlock, trio.EndOfChannel):
                             break
+                    out: list[Event] = []
+                    for item in items:
+                        if recorder is not None:
+                            await recorder.send(item)
+                        if self._done:  # after --max-events: drain without emitting
+                            continue
+                        events = self._decode(item)
+                        for tap in taps:
+                            await tap.send(events)
+                        out += advance(item.recv_ts)
+                        out += self.pipeline.process(list(events) if taps else events)
                     if out:
                         await self._emit(out, outputs)
                 # The feed ended (its end, a stop, Ctrl-C): open windows come out now,

@@ -124,3 +124,13 @@ async def test_what_steps_hold_comes_out_when_the_feed_ends(tmp_path: Path) -> N
     sink = ListSink()
     await Runner(Pipeline([Holder()]), sinks=[sink]).replay(recording(tmp_path / "r.jsonl", 4))
     assert [e.trade_id for e in sink.events] == [0, 1, 2, 3]  # type: ignore[attr-defined]
+
+
+async def test_no_event_is_lost_when_many_items_queue_up(tmp_path: Path) -> None:
+    # 1000 one-frame reads: the pipeline task takes many queued items per wake-up.
+    sink, tap = ListSink(), ListSink()
+    summary = await Runner(Pipeline(), sinks=[sink], taps=[tap]).replay(
+        recording(tmp_path / "r.jsonl", 1000, step_ns=1)
+    )
+    assert [e.trade_id for e in sink.events] == list(range(1000))  # type: ignore[attr-defined]
+    assert len(tap.events) == summary.events == summary.emitted == 1000
