@@ -24,6 +24,7 @@ from irisflow._migrate import (
 
 PLAIN = ["0001_core", "0002_pipeline", "0003_chain"]
 TIMESCALE = ["0004_timescale_hypertables", "0005_timescale_compression", "0006_timescale_ohlcv_1m"]
+LATER = ["0007_books_depth", "0008_window_results_key", "0009_chain_events"]
 
 
 def names(states: tuple[object, ...] | list[object]) -> list[str]:
@@ -44,7 +45,7 @@ def timescale_installed(dsn: str) -> bool:
 def test_bundled_files_are_numbered_and_marked() -> None:
     migrations = load_migrations()
     assert default_migrations_directory() == Path(__file__).parent.parent / "migrations"
-    assert [m.name for m in migrations] == PLAIN + TIMESCALE
+    assert [m.name for m in migrations] == PLAIN + TIMESCALE + LATER
     for m in migrations:
         assert m.requires == (("timescaledb",) if "timescale" in m.name else ())
         assert len(m.checksum) == 64
@@ -73,7 +74,7 @@ pytestmark_db = pytest.mark.postgres
 def test_migrate_from_empty_then_rerun_is_a_noop(empty_db: str) -> None:
     report = migrate(empty_db)
     assert not report.dry_run
-    assert names(report.applied) == PLAIN
+    assert names(report.applied) == PLAIN + LATER
     if timescale_installed(empty_db):  # pragma: no cover - not on the plain CI server
         assert report.mode == "timescaledb"
         return
@@ -122,16 +123,18 @@ def test_status_tracks_applied_skipped_pending(empty_db: str) -> None:
     migrate(empty_db)
     states = {s.name: s.state for s in migration_status(empty_db)}
     if not timescale_installed(empty_db):
-        assert states == dict.fromkeys(PLAIN, "applied") | dict.fromkeys(TIMESCALE, "skipped")
+        assert states == dict.fromkeys(PLAIN + LATER, "applied") | dict.fromkeys(
+            TIMESCALE, "skipped"
+        )
     rows = fetch(empty_db, "SELECT version, mode FROM irisflow.schema_migrations ORDER BY 1")
-    assert [v for v, _ in rows] == [1, 2, 3, 4, 5, 6]
+    assert [v for v, _ in rows] == [1, 2, 3, 4, 5, 6, 7, 8, 9]
 
 
 @pytestmark_db
 def test_dry_run_plans_without_applying(empty_db: str) -> None:
     report = migrate(empty_db, dry_run=True)
     assert report.dry_run
-    assert names(report.applied) == PLAIN
+    assert names(report.applied) == PLAIN + LATER
     assert not schema_exists(empty_db)
     lines = report.lines()
     assert "would apply 0001_core" in lines
@@ -142,7 +145,7 @@ def test_dry_run_plans_without_applying(empty_db: str) -> None:
     migrate(empty_db, to=1)
     plan = migrate(empty_db, dry_run=True, to=2)
     assert names(plan.applied) == ["0002_pipeline"]
-    assert names(plan.pending) == ["0003_chain", *TIMESCALE]
+    assert names(plan.pending) == ["0003_chain", *TIMESCALE, *LATER]
     assert fetch_one(empty_db, "SELECT count(*) FROM irisflow.schema_migrations") == 1
 
 
@@ -150,11 +153,13 @@ def test_dry_run_plans_without_applying(empty_db: str) -> None:
 def test_to_applies_up_to_a_number(empty_db: str) -> None:
     report = migrate(empty_db, to=2)
     assert names(report.applied) == ["0001_core", "0002_pipeline"]
-    assert names(report.pending) == ["0003_chain", *TIMESCALE]
+    assert names(report.pending) == ["0003_chain", *TIMESCALE, *LATER]
     assert "left pending 0003_chain (past --to)" in report.lines()
     assert fetch_one(empty_db, "SELECT to_regclass('irisflow.blocks')") is None
-    assert names(migrate(empty_db).applied) == ["0003_chain"]
-    with pytest.raises(UsageError, match=r"no migration numbered 42 \(have: 1, 2, 3, 4, 5, 6\)"):
+    assert names(migrate(empty_db).applied) == ["0003_chain", *LATER]
+    with pytest.raises(
+        UsageError, match=r"no migration numbered 42 \(have: 1, 2, 3, 4, 5, 6, 7, 8, 9\)"
+    ):
         migrate(empty_db, to=42)
 
 
@@ -204,8 +209,8 @@ def test_concurrent_migrates_apply_once(empty_db: str) -> None:
     assert errors == []
     assert len(reports) == 2
     applied = sorted(n for r in reports for n in names(r.applied))
-    assert applied == PLAIN  # each file applied by exactly one of the two
-    assert fetch_one(empty_db, "SELECT count(*) FROM irisflow.schema_migrations") == 6
+    assert applied == sorted(PLAIN + LATER)  # each file applied by exactly one of the two
+    assert fetch_one(empty_db, "SELECT count(*) FROM irisflow.schema_migrations") == 9
 
 
 @pytestmark_db

@@ -5,15 +5,25 @@ worker thread (``trio.to_thread.run_sync``): psycopg's async API is asyncio-only
 task takes batches from the channel into per-kind buffers; the writer flushes them when a
 buffer holds ``batch_rows`` rows or its oldest row is ``flush_interval`` seconds old.
 
+Every kind irisflow produces has a table and a natural key, so a file replayed twice is stored
+once: market data, window and other pipeline results, chain events (``_pg_tables.py`` has the
+mapping, and what a rewrite of a stored key does). Not alerts: ``irisflow.alerts`` is the
+outbox of :class:`~irisflow.AlertSink` (one row per alert and chat), so the sink skips them.
+
 How rows are written (measured, see ``benchmarks/db_sink.py``): a binary ``COPY`` straight
-into the target table, in a savepoint. Live data almost never collides with stored rows, and
-this runs at 0.8-0.9x the speed of a hand-written ``COPY`` of ready-made rows. When a row is
-already stored (a replayed file, or the overlap after a reconnect whose last commit did get
-through) the unique index refuses the ``COPY``; that chunk, and the following ones until one
-goes through without a duplicate, take the slower path: ``COPY`` into a temporary staging
-table, then ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``. Candles always take the staging
-path and upsert: the last update of an open bar wins, a closed bar is final. Either way a row
-is never stored twice. Times are stored to the microsecond (PostgreSQL's precision).
+into the target table, in a savepoint: 0.8-0.9x the speed of a hand-written ``COPY`` of
+ready-made rows. When a row is already stored (a replayed file, a reconnect's overlap) the
+unique index refuses the ``COPY``; that chunk, and the following ones until one goes through
+without a duplicate, take the slower path: ``COPY`` into a temporary staging table, then
+``INSERT ... SELECT ... ON CONFLICT``. Kinds whose stored rows can change (candles, pipeline
+results, chain events) always take that path and upsert. Times keep microseconds.
+
+Reorgs and confirmations: a ``retraction`` marks the row it names ``removed`` (kept, so what
+was seen stays visible), a ``confirmation`` marks it ``confirmed``, in stream order: the buffer
+is cut into *epochs* at each run of such marks, and a chunk writes an epoch's rows, then its
+marks only if it holds every row before them. So a retraction finds its row even in the same
+batch, and an event that comes again after its retraction (its block is canonical again) is
+unmarked.
 
 Failure policy:
 
@@ -23,7 +33,7 @@ Failure policy:
   while the process lives. :meth:`PostgresSink.statistics` shows the state.
 * A row the database can never accept (a NUL byte in a text, a number out of range) is found
   by bisecting its chunk, dropped and counted as *rejected*; the rest is written.
-* An event kind with no table is skipped and counted.
+* An event kind with no table (and an alert) is skipped and counted.
 * When the channel closes, what is buffered is flushed within ``shutdown_timeout`` seconds;
   rows still unwritten then make :meth:`PostgresSink.run` raise a :class:`DatabaseError`
   that says how many rows of which kind were lost. If ``run`` is cancelled instead, it flushes
@@ -33,6 +43,7 @@ Failure policy:
 
 from __future__ import annotations
 
+import collections
 import math
 import random
 import threading
@@ -41,12 +52,12 @@ from typing import Any, Literal, TypeVar
 
 import attrs
 import psycopg
-import psycopg.errors
 import trio
 
 from .._errors import DatabaseError, IrisflowError, UsageError
-from .._events import Book, BookUpdate, Candle, Event, Gap, Quote, Ticker, Trade
+from .._events import Event
 from .._migrate import connect, pg_message, redact_dsn, scrub
+from ._pg_tables import MARK_KINDS, MARKS, Marks, Table, apply_marks, sink_tables
 
 __all__ = ["PostgresSink", "PostgresSinkStatistics"]
 
@@ -68,256 +79,23 @@ class PostgresSinkStatistics:
     rows_written: int
     """Rows committed, counting those the database already had (see ``rows_duplicate``)."""
     rows_duplicate: int
-    """Of ``rows_written``, rows already stored (or, for candles, superseded) before."""
+    """Of ``rows_written``, rows already stored (or superseded: see ``_pg_tables.py``)."""
     rows_buffered: int
-    """Rows waiting in memory to be written."""
+    """Rows (and marks) waiting in memory to be written."""
     rows_rejected: int
     """Rows the database refused as invalid; dropped (see ``last_error``)."""
     events_skipped: int
-    """Events of a kind that has no table; dropped."""
+    """Events of a kind that has no table, and alerts (``AlertSink`` stores those); dropped."""
     retries: int
     """Failed connection or write attempts since the sink was made."""
     last_error: str | None
     """The latest error, password redacted; ``None`` if there was none."""
     backpressure: bool
     """True while the buffer is full and the sink has stopped reading its channel."""
-
-
-# --------------------------------------------------------------------------- tables
-
-# Times go to PostgreSQL as binary ``timestamptz``, whose wire format is an int8 of
-# microseconds since 2000-01-01 UTC. So each row function turns irisflow's ns since 1970 into
-# that number and COPY sends it with psycopg's C int8 dumper: no ``datetime`` per value (this
-# made the sink ~10% faster than building datetimes, see benchmarks/db_sink.py).
-# Sub-microsecond digits are dropped: PostgreSQL keeps microseconds.
-_PG_EPOCH_NS = 946_684_800_000_000_000
-TS = "int8"
-"""The COPY type for a ``timestamptz`` column fed by :func:`pg_time`."""
-
-
-def pg_time(ns: int) -> int:
-    """An irisflow time (ns since 1970) as PostgreSQL's binary timestamptz (us since 2000)."""
-    return (ns - _PG_EPOCH_NS) // 1000
-
-
-def _levels(levels: Sequence[tuple[Any, Any]]) -> tuple[list[Any], list[Any]]:
-    return [p for p, _ in levels], [q for _, q in levels]
-
-
-def _trade_row(e: Trade, k: int = _PG_EPOCH_NS) -> tuple[Any, ...]:
-    return (
-        e.venue, e.symbol, (e.ts - k) // 1000, (e.recv_ts - k) // 1000,
-        e.price, e.qty, e.side, e.trade_id,
-    )  # fmt: skip
-
-
-def _quote_row(e: Quote, k: int = _PG_EPOCH_NS) -> tuple[Any, ...]:
-    return (
-        e.venue, e.symbol, (e.ts - k) // 1000, (e.recv_ts - k) // 1000,
-        e.bid_price, e.bid_qty, e.ask_price, e.ask_qty, e.update_id,
-    )  # fmt: skip
-
-
-def _candle_row(e: Candle) -> tuple[Any, ...]:
-    return (
-        e.venue, e.symbol, pg_time(e.ts), pg_time(e.recv_ts),
-        e.interval, pg_time(e.start), pg_time(e.end),
-        e.open, e.high, e.low, e.close, e.volume, e.quote_volume, e.trades, e.closed,
-    )  # fmt: skip
-
-
-def _ticker_row(e: Ticker) -> tuple[Any, ...]:
-    return (
-        e.venue, e.symbol, pg_time(e.ts), pg_time(e.recv_ts),
-        e.window, e.last, e.open, e.high, e.low, e.volume, e.quote_volume,
-        e.change, e.change_pct, e.vwap, e.bid_price, e.bid_qty, e.ask_price, e.ask_qty, e.trades,
-    )  # fmt: skip
-
-
-def _book_row(e: Book) -> tuple[Any, ...]:
-    bp, bq = _levels(e.bids)
-    ap, aq = _levels(e.asks)
-    return (e.venue, e.symbol, pg_time(e.ts), pg_time(e.recv_ts), e.update_id, bp, bq, ap, aq)
-
-
-def _book_update_row(e: BookUpdate) -> tuple[Any, ...]:
-    bp, bq = _levels(e.bids)
-    ap, aq = _levels(e.asks)
-    return (
-        e.venue, e.symbol, pg_time(e.ts), pg_time(e.recv_ts),
-        e.first_update_id, e.last_update_id, bp, bq, ap, aq,
-    )  # fmt: skip
-
-
-def _gap_row(e: Gap) -> tuple[Any, ...]:
-    return (
-        e.venue, e.symbol, pg_time(e.ts), pg_time(e.recv_ts),
-        pg_time(e.start), pg_time(e.end), list(e.streams), e.cause,
-    )  # fmt: skip
-
-
-@attrs.define
-class _Table:
-    """How one event kind maps onto one table."""
-
-    kind: str
-    name: str
-    columns: tuple[str, ...]
-    """Column names, in the order the row function returns values."""
-    types: tuple[str, ...]
-    """COPY types of the values (``TS`` for time columns)."""
-    row: Callable[[Any], tuple[Any, ...]]
-    upsert_key: tuple[str, ...] = ()
-    """For upserting kinds, the conflict target; empty: insert unless already stored."""
-    upsert_where: str = ""
-    order: str = ""
-    use_staging: bool = False
-    """Mutable hint: take the staging path until a chunk goes through with no duplicate."""
-
-    def __attrs_post_init__(self) -> None:
-        if len(self.columns) != len(self.types):
-            raise ValueError(
-                f"table {self.name}: {len(self.columns)} columns, {len(self.types)} types"
-            )
-
-    @property
-    def copy_sql(self) -> bytes:
-        cols = ", ".join(self.columns)
-        return f"COPY irisflow.{self.name} ({cols}) FROM STDIN (FORMAT BINARY)".encode()
-
-    @property
-    def stage(self) -> str:
-        return f"irisflow_stage_{self.name}"
-
-    @property
-    def stage_sql(self) -> bytes:
-        return (
-            f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} "
-            f"(LIKE irisflow.{self.name}) ON COMMIT DELETE ROWS"
-        ).encode()
-
-    @property
-    def stage_copy_sql(self) -> bytes:
-        return f"COPY {self.stage} ({', '.join(self.columns)}) FROM STDIN (FORMAT BINARY)".encode()
-
-    @property
-    def merge_sql(self) -> bytes:
-        cols = ", ".join(self.columns)
-        if not self.upsert_key:
-            return (
-                f"INSERT INTO irisflow.{self.name} ({cols}) SELECT {cols} FROM {self.stage} "
-                "ON CONFLICT DO NOTHING"
-            ).encode()
-        key = ", ".join(self.upsert_key)
-        sets = ", ".join(f"{c} = excluded.{c}" for c in self.columns if c not in self.upsert_key)
-        return (
-            f"INSERT INTO irisflow.{self.name} ({cols}) "
-            f"SELECT DISTINCT ON ({key}) {cols} FROM {self.stage} ORDER BY {key}, {self.order} "
-            f"ON CONFLICT ({key}) DO UPDATE SET {sets} WHERE {self.upsert_where}"
-        ).encode()
-
-
-_HEAD = ("venue", "symbol", "ts", "recv_ts")
-_HEAD_T = ("text", "text", TS, TS)
-_NUM = "numeric"
-_NUMS = "numeric[]"
-
-TABLES: dict[type[Event], _Table] = {
-    Trade: _Table(
-        "trade",
-        "trades",
-        (*_HEAD, "price", "qty", "side", "trade_id"),
-        (*_HEAD_T, _NUM, _NUM, "text", "int8"),
-        _trade_row,
-    ),
-    Quote: _Table(
-        "quote",
-        "quotes",
-        (*_HEAD, "bid_price", "bid_qty", "ask_price", "ask_qty", "update_id"),
-        (*_HEAD_T, _NUM, _NUM, _NUM, _NUM, "int8"),
-        _quote_row,
-    ),
-    Candle: _Table(
-        "candle",
-        "candles",
-        (
-            *_HEAD,
-            "interval",
-            "start_ts",
-            "end_ts",
-            "open",
-            "high",
-            "low",
-            "close",
-            "volume",
-            "quote_volume",
-            "trades",
-            "closed",
-        ),
-        (*_HEAD_T, "text", TS, TS, _NUM, _NUM, _NUM, _NUM, _NUM, _NUM, "int8", "bool"),
-        _candle_row,
-        upsert_key=("venue", "symbol", "interval", "start_ts"),
-        # Within a chunk: a closed bar beats an open one, then the latest update wins.
-        order="closed DESC, ts DESC, recv_ts DESC",
-        # Against the table: a closed bar is final; an open one yields to anything newer.
-        upsert_where="NOT irisflow.candles.closed"
-        " AND (excluded.closed OR excluded.ts >= irisflow.candles.ts)",
-    ),
-    Ticker: _Table(
-        "ticker",
-        "tickers",
-        (
-            *_HEAD,
-            "window_len",
-            "last",
-            "open",
-            "high",
-            "low",
-            "volume",
-            "quote_volume",
-            "change",
-            "change_pct",
-            "vwap",
-            "bid_price",
-            "bid_qty",
-            "ask_price",
-            "ask_qty",
-            "trades",
-        ),
-        (*_HEAD_T, "text", *[_NUM] * 13, "int8"),
-        _ticker_row,
-    ),
-    Book: _Table(
-        "book",
-        "books",
-        (*_HEAD, "update_id", "bid_prices", "bid_qtys", "ask_prices", "ask_qtys"),
-        (*_HEAD_T, "int8", _NUMS, _NUMS, _NUMS, _NUMS),
-        _book_row,
-    ),
-    BookUpdate: _Table(
-        "book_update",
-        "book_updates",
-        (
-            *_HEAD,
-            "first_update_id",
-            "last_update_id",
-            "bid_prices",
-            "bid_qtys",
-            "ask_prices",
-            "ask_qtys",
-        ),
-        (*_HEAD_T, "int8", "int8", _NUMS, _NUMS, _NUMS, _NUMS),
-        _book_update_row,
-    ),
-    Gap: _Table(
-        "gap",
-        "gaps",
-        (*_HEAD, "start_ts", "end_ts", "streams", "cause"),
-        (*_HEAD_T, TS, TS, "text[]", "text"),
-        _gap_row,
-    ),
-}
-"""Which table each event class goes to (the sink works on its own copies)."""
+    marks: int = 0
+    """Retractions and confirmations applied (they mark stored rows, they add none)."""
+    marks_unmatched: int = 0
+    """Of ``marks``, those that named no stored row (its event was filtered out, rejected...)."""
 
 
 # --------------------------------------------------------------------------- worker thread
@@ -331,6 +109,8 @@ class _Outcome:
     duplicate: int = 0
     rejected: int = 0
     reject_error: str | None = None
+    marks: int = 0
+    unmatched: int = 0
 
 
 class _Connection:
@@ -380,31 +160,85 @@ class _Connection:
 # --------------------------------------------------------------------------- the sink
 
 
+Target = Table | Marks
+"""Where a buffered event goes: a table, or the marks (retractions and confirmations)."""
+_Step = tuple["_Epoch", Target, list[Event]]
+"""One part of a chunk: events of one epoch for one target, in arrival order."""
+
+
+@attrs.define
+class _Epoch:
+    """Events between two runs of marks: rows per table (independent of each other, so
+    written table by table), then the marks, which depend on every row before them."""
+
+    rows: dict[str, list[Event]]
+    marks: list[Event] = attrs.field(factory=list)
+
+    def empty(self) -> bool:
+        return not self.marks and not any(self.rows.values())
+
+
 @attrs.define
 class _Buffer:
-    """Events waiting to be written, per table, in arrival order."""
+    """Events waiting to be written, in epochs, each in arrival order."""
 
-    by_table: dict[str, list[Event]] = attrs.field(factory=dict)
+    names: tuple[str, ...]
+    epochs: collections.deque[_Epoch] = attrs.field(init=False, factory=collections.deque)
     rows: int = 0
+    """Events waiting (rows and marks)."""
     oldest: float = math.inf
     """Trio time at which the oldest waiting row arrived (``inf`` when empty)."""
 
-    def take(self, tables: dict[str, _Table], limit: int) -> list[tuple[_Table, list[Event]]]:
-        out: list[tuple[_Table, list[Event]]] = []
-        for name, events in self.by_table.items():
+    def new_epoch(self) -> _Epoch:
+        epoch = _Epoch({name: [] for name in self.names})
+        self.epochs.append(epoch)
+        return epoch
+
+    def __attrs_post_init__(self) -> None:
+        self.new_epoch()
+
+    def take(self, tables: dict[str, Table], limit: int) -> list[_Step]:
+        """Up to ``limit`` rows from the oldest epochs on; an epoch's marks only with all of
+        its rows (they come after them in the stream)."""
+        out: list[_Step] = []
+        for epoch in self.epochs:
+            whole = True
+            for name, events in epoch.rows.items():
+                if not events:
+                    continue
+                if limit <= 0:
+                    whole = False
+                    break
+                part = events[:limit]
+                out.append((epoch, tables[name], part))
+                limit -= len(part)
+                whole = len(part) == len(events)
+            if not whole:
+                break
+            if epoch.marks:
+                out.append((epoch, MARKS, epoch.marks[:]))
+                limit -= len(epoch.marks)
             if limit <= 0:
                 break
-            if events:
-                part = events[:limit]
-                out.append((tables[name], part))
-                limit -= len(part)
         return out
 
-    def drop(self, taken: list[tuple[_Table, list[Event]]], now: float) -> None:
-        for table, events in taken:
-            del self.by_table[table.name][: len(events)]
+    def drop(self, taken: list[_Step], now: float) -> None:
+        for epoch, target, events in taken:
+            waiting = epoch.marks if target is MARKS else epoch.rows[target.name]
+            del waiting[: len(events)]
             self.rows -= len(events)
+        while len(self.epochs) > 1 and self.epochs[0].empty():
+            self.epochs.popleft()
         self.oldest = now if self.rows else math.inf
+
+    def per_kind(self, tables: dict[str, Table]) -> dict[str, int]:
+        """How many events of each kind wait (by table kind; marks by event kind)."""
+        counts: collections.Counter[str] = collections.Counter()
+        for epoch in self.epochs:
+            for name, events in epoch.rows.items():
+                counts[tables[name].kind] += len(events)
+            counts.update(mark.kind for mark in epoch.marks)
+        return {kind: n for kind, n in counts.items() if n}
 
 
 class PostgresSink:
@@ -421,6 +255,9 @@ class PostgresSink:
         backoff_max: ...up to this.
         down_after: Consecutive failures after which the state is ``down`` (else ``retrying``).
         connect_timeout: libpq ``connect_timeout`` (seconds), unless the DSN sets it.
+        chain: The network of chain events, written to the ``chain`` column of the chain
+            tables (events do not carry it: Alchemy frames do not say). Default ``''``: not
+            said, one network per database.
     """
 
     def __init__(
@@ -435,6 +272,7 @@ class PostgresSink:
         backoff_max: float = 10.0,
         down_after: int = 3,
         connect_timeout: int = 5,
+        chain: str = "",
     ) -> None:
         if batch_rows < 1 or max_buffered_rows < batch_rows:
             raise UsageError(
@@ -450,10 +288,12 @@ class PostgresSink:
         self._backoff_max = backoff_max
         self._down_after = down_after
         self._connect_timeout = connect_timeout
-        self._tables = {cls: attrs.evolve(t) for cls, t in TABLES.items()}
-        self._by_name = {t.name: t for t in self._tables.values()}
-        self._lookup: dict[type[Any], _Table | None] = dict(self._tables)
-        self._buffer = _Buffer(by_table={t.name: [] for t in self._tables.values()})
+        self._chain = chain
+        tables = sink_tables(chain)
+        self._tables: dict[type[Any], Target] = tables | dict.fromkeys(MARK_KINDS, MARKS)
+        self._by_name = {t.name: t for t in tables.values()}
+        self._lookup: dict[type[Any], Target | None] = dict(self._tables)
+        self._buffer = _Buffer(tuple(self._by_name))
         self._conn: _Connection | None = None
         self._wake = trio.lowlevel.ParkingLot()
         self._room = trio.lowlevel.ParkingLot()
@@ -465,6 +305,8 @@ class PostgresSink:
         self._duplicate = 0
         self._rejected = 0
         self._skipped = 0
+        self._marks = 0
+        self._unmatched = 0
         self._retries = 0
         self._last_error: str | None = None
         self._backpressure = False
@@ -484,6 +326,8 @@ class PostgresSink:
             retries=self._retries,
             last_error=self._last_error,
             backpressure=self._backpressure,
+            marks=self._marks,
+            marks_unmatched=self._unmatched,
         )
 
     async def run(
@@ -543,9 +387,7 @@ class PostgresSink:
 
     def _unwritten_summary(self) -> str:
         per_kind = ", ".join(
-            f"{self._by_name[name].kind}: {len(events)}"
-            for name, events in self._buffer.by_table.items()
-            if events
+            f"{kind}: {n}" for kind, n in self._buffer.per_kind(self._by_name).items()
         )
         return (
             f"PostgreSQL sink stopped with {self._buffer.rows} rows not written ({per_kind}) "
@@ -557,10 +399,9 @@ class PostgresSink:
     async def _read_loop(self, batches: trio.abc.ReceiveChannel[Sequence[Event]]) -> None:
         lookup = self._lookup
         buffer = self._buffer
-        by_table = buffer.by_table
         async with batches:  # when the sink stops, senders see BrokenResourceError
             async for batch in batches:
-                added = self._add(batch, lookup, by_table)
+                added = self._add(batch, lookup, buffer)
                 if added:
                     if not buffer.rows:
                         buffer.oldest = trio.current_time()
@@ -574,13 +415,13 @@ class PostgresSink:
                 self._backpressure = False
 
     def _add(
-        self,
-        batch: Sequence[Event],
-        lookup: dict[type[Any], _Table | None],
-        by_table: dict[str, list[Event]],
+        self, batch: Sequence[Event], lookup: dict[type[Any], Target | None], buffer: _Buffer
     ) -> int:
         """File the events of ``batch`` under their tables; return how many were kept."""
         added = 0
+        epoch = buffer.epochs[-1]
+        rows = epoch.rows
+        marked = bool(epoch.marks)
         for event in batch:
             try:
                 table = lookup[type(event)]
@@ -589,11 +430,19 @@ class PostgresSink:
             if table is None:
                 self._skipped += 1
                 continue
-            by_table[table.name].append(event)
+            if table is MARKS:
+                epoch.marks.append(event)
+                marked = True
+            else:
+                if marked:  # a row after marks: it must be written after them
+                    epoch = buffer.new_epoch()
+                    rows = epoch.rows
+                    marked = False
+                rows[table.name].append(event)
             added += 1
         return added
 
-    def _table_for(self, cls: type[Any]) -> _Table | None:
+    def _table_for(self, cls: type[Any]) -> Target | None:
         """The table for a class not seen before: that of a kind it subclasses, if any."""
         for kind, table in self._tables.items():
             if isinstance(cls, type) and issubclass(cls, kind):
@@ -636,6 +485,8 @@ class PostgresSink:
         self._written += outcome.written
         self._duplicate += outcome.duplicate
         self._rejected += outcome.rejected
+        self._marks += outcome.marks
+        self._unmatched += outcome.unmatched
         if outcome.reject_error is not None:
             self._last_error = outcome.reject_error
         self._failures = 0
@@ -699,14 +550,23 @@ class PostgresSink:
     def _prepare(self, conn: psycopg.Connection[Any]) -> None:
         """Check the schema and create the staging tables."""
         try:
-            row = conn.execute("SELECT to_regclass('irisflow.trades')").fetchone()
+            # logs comes with the newest migration the sink needs (files apply in order).
+            row = conn.execute(
+                "SELECT to_regclass('irisflow.trades'), to_regclass('irisflow.logs')"
+            ).fetchone()
             if row is None or row[0] is None:
                 raise UsageError(
                     f"database {redact_dsn(self._dsn)} has no irisflow schema: "
                     "run `irisflow db migrate` first"
                 )
+            if row[1] is None:
+                raise UsageError(
+                    f"the irisflow schema in {redact_dsn(self._dsn)} is older than this "
+                    "irisflow (it lacks migrations up to 0009_chain_events): "
+                    "run `irisflow db migrate`"
+                )
             with conn.transaction():
-                for table in self._tables.values():
+                for table in self._by_name.values():
                     conn.execute(table.stage_sql)
         except psycopg.Error as exc:
             self._raise(exc)
@@ -717,62 +577,40 @@ class PostgresSink:
 
     # -- in the worker thread -------------------------------------------------------------
 
-    def _write_chunk(
-        self, conn: psycopg.Connection[Any], taken: list[tuple[_Table, list[Event]]]
-    ) -> _Outcome:
+    def _write_chunk(self, conn: psycopg.Connection[Any], taken: list[_Step]) -> _Outcome:
         outcome = _Outcome()
         try:
             with conn.transaction():
-                for table, events in taken:
-                    self._write_isolating(conn, table, events, outcome)
+                for _, target, events in taken:
+                    self._write_isolating(conn, target, events, outcome)
         except psycopg.Error as exc:
             self._raise(exc)
         return outcome
 
     def _write_isolating(
-        self, conn: psycopg.Connection[Any], table: _Table, events: list[Event], out: _Outcome
+        self, conn: psycopg.Connection[Any], target: Target, events: list[Event], out: _Outcome
     ) -> None:
         """Write ``events``; if some are invalid, bisect to drop exactly those."""
         try:
             with conn.transaction():
-                new = self._store(conn, table, events)
+                if isinstance(target, Marks):
+                    matched = apply_marks(conn, events, self._chain)
+                else:
+                    new = target.store(conn, events)
         except _DATA_ERRORS as exc:
             if len(events) == 1:
                 out.rejected += 1
                 detail = scrub(pg_message(exc), self._dsn)
-                out.reject_error = f"rejected a {table.kind} row: {detail} ({events[0]!r})"
+                what = events[0].kind if isinstance(target, Marks) else target.kind
+                out.reject_error = f"rejected a {what} row: {detail} ({events[0]!r})"
                 return
             mid = len(events) // 2
-            self._write_isolating(conn, table, events[:mid], out)
-            self._write_isolating(conn, table, events[mid:], out)
+            self._write_isolating(conn, target, events[:mid], out)
+            self._write_isolating(conn, target, events[mid:], out)
             return
-        out.written += len(events)
-        out.duplicate += len(events) - new
-
-    def _store(self, conn: psycopg.Connection[Any], table: _Table, events: list[Event]) -> int:
-        """Write ``events`` to ``table``; return how many rows were new (or updated)."""
-        if not table.upsert_key and not table.use_staging:
-            try:
-                with conn.transaction():
-                    self._copy(conn, table.copy_sql, table, events)
-                return len(events)
-            except psycopg.errors.UniqueViolation:
-                table.use_staging = True
-        self._copy(conn, table.stage_copy_sql, table, events)
-        cur = conn.execute(table.merge_sql)
-        new = max(cur.rowcount, 0)
-        # Empty the stage now: a later chunk in this transaction must not see these rows.
-        conn.execute(f"DELETE FROM {table.stage}".encode())
-        if new == len(events):
-            table.use_staging = False
-        return new
-
-    @staticmethod
-    def _copy(
-        conn: psycopg.Connection[Any], statement: bytes, table: _Table, events: list[Event]
-    ) -> None:
-        row = table.row
-        with conn.cursor() as cur, cur.copy(statement) as copy:
-            copy.set_types(list(table.types))
-            for event in events:
-                copy.write_row(row(event))
+        if isinstance(target, Marks):
+            out.marks += len(events)
+            out.unmatched += len(events) - matched
+        else:
+            out.written += len(events)
+            out.duplicate += len(events) - new
