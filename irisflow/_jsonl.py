@@ -44,6 +44,11 @@ def iso_time(ns: int) -> str:
     return f"{base}.{frac:09d}Z"
 
 
+def _iso_or_none(value: int | None) -> str | None:
+    # Optional times (the right side of an outer join that found nothing) stay null.
+    return None if value is None else iso_time(value)
+
+
 def _bigint(value: int | None) -> str | None:
     return None if value is None else str(value)
 
@@ -57,7 +62,7 @@ def make_converter() -> cattrs.Converter:
         overrides: dict[str, Any] = {}
         for f in attrs.fields(cls):
             if is_time_field(cls, f.name):
-                overrides[f.name] = override(unstruct_hook=iso_time)
+                overrides[f.name] = override(unstruct_hook=_iso_or_none)
             elif f.metadata.get("bigint"):  # uint256 and friends: orjson stops at 64 bits
                 overrides[f.name] = override(unstruct_hook=_bigint)
         inner = make_dict_unstructure_fn(cls, conv, **overrides)

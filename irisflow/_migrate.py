@@ -1,4 +1,4 @@
-"""Database settings and schema migrations: what ``irisflow db migrate`` / ``db status`` call.
+"""Database settings and schema migrations: what ``irisflow migrate`` (and ``--status``) call.
 
 Migrations are numbered SQL files, ``0001_core.sql``, ``0002_pipeline.sql``, ... Each one runs
 in its own transaction together with its row in the bookkeeping table
@@ -409,7 +409,7 @@ CREATE TABLE IF NOT EXISTS irisflow.schema_migrations (
     mode        text        NOT NULL CHECK (mode IN ('plain', 'timescaledb', 'skipped'))
 );
 COMMENT ON TABLE irisflow.schema_migrations IS
-    'Migration files applied (or skipped for a missing extension) by irisflow db migrate.';
+    'Migration files applied (or skipped for a missing extension) by irisflow migrate.';
 """
 
 _Recorded = dict[int, tuple[str, str, _dt.datetime, str]]

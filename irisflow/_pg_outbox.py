@@ -289,7 +289,7 @@ class PostgresOutbox:
             if row is None or row[0] is None:
                 raise UsageError(
                     f"database {redact_dsn(self._dsn)} has no irisflow.alerts table: run "
-                    "`irisflow db migrate` first"
+                    "`irisflow migrate` first"
                 )
             row = conn.execute(
                 "SELECT pg_try_advisory_lock(%s)", (_lock_key(self.name),)

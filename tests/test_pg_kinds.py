@@ -538,7 +538,7 @@ async def test_an_outdated_schema_is_a_usage_error(empty_db: str) -> None:
     await trio.to_thread.run_sync(lambda: migrate(empty_db, to=6))
     sink = PostgresSink(empty_db, **FAST)
     _, receive = trio.open_memory_channel[Sequence[Event]](0)
-    with trio.fail_after(DEADLINE), pytest.raises(UsageError, match="run `irisflow db migrate`"):
+    with trio.fail_after(DEADLINE), pytest.raises(UsageError, match="run `irisflow migrate`"):
         await sink.run(receive)
 
 

@@ -123,7 +123,7 @@ async def test_outbox_names_are_held_and_kept_apart(migrated_db: str) -> None:
 async def test_unmigrated_database_is_a_usage_error(empty_db: str) -> None:
     with (
         trio.fail_after(DEADLINE),
-        pytest.raises(UsageError, match=r"no irisflow\.alerts table: run `irisflow db migrate`"),
+        pytest.raises(UsageError, match=r"no irisflow\.alerts table: run `irisflow migrate`"),
     ):
         async with open_postgres_outbox(empty_db):
             pass

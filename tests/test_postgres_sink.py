@@ -304,7 +304,7 @@ async def test_missing_schema_is_a_usage_error(empty_db: str) -> None:
     _, receive = trio.open_memory_channel[Sequence[Event]](0)
     with (
         trio.fail_after(DEADLINE),
-        pytest.raises(UsageError, match="run `irisflow db migrate` first"),
+        pytest.raises(UsageError, match="run `irisflow migrate` first"),
     ):
         await sink.run(receive)  # raises before it would report started
 

@@ -557,13 +557,13 @@ class PostgresSink:
             if row is None or row[0] is None:
                 raise UsageError(
                     f"database {redact_dsn(self._dsn)} has no irisflow schema: "
-                    "run `irisflow db migrate` first"
+                    "run `irisflow migrate` first"
                 )
             if row[1] is None:
                 raise UsageError(
                     f"the irisflow schema in {redact_dsn(self._dsn)} is older than this "
                     "irisflow (it lacks migrations up to 0009_chain_events): "
-                    "run `irisflow db migrate`"
+                    "run `irisflow migrate`"
                 )
             with conn.transaction():
                 for table in self._by_name.values():
