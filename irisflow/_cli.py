@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import functools
 import gc
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -119,11 +120,11 @@ def _split(text: str) -> list[str]:
 
 
 SECRET_VARIABLES = {
-    "polygon": ("api_key", "POLYGON_API_KEY"),
-    "alchemy": ("api_key", "ALCHEMY_API_KEY"),
-    "moralis": ("secret", "MORALIS_STREAMS_SECRET"),
+    "polygon": ("api_key", ("POLYGON_API_KEY", "MASSIVE_API_KEY")),
+    "alchemy": ("api_key", ("ALCHEMY_API_KEY",)),
+    "moralis": ("secret", ("MORALIS_STREAMS_SECRET",)),
 }
-"""Which environment variable a venue's secret from the config file stands in for."""
+"""Which environment variables a venue's secret from the config file stands in for."""
 
 
 def _apply_config_secrets(config: Config) -> None:
@@ -133,10 +134,10 @@ def _apply_config_secrets(config: Config) -> None:
     environment, so their secrets never travel in plans or reprs.
     """
     for name, venue_config in config.venues.items():
-        field, variable = SECRET_VARIABLES.get(name, ("", ""))
+        field, variables = SECRET_VARIABLES.get(name, ("", ()))
         value = getattr(venue_config, field, None) if field else None
-        if value and not os.environ.get(variable):
-            os.environ[variable] = value
+        if value and not any(os.environ.get(variable) for variable in variables):
+            os.environ[variables[0]] = value
 
 
 def _defaults(venue: Venue, what: str) -> tuple[str, ...]:
@@ -157,8 +158,12 @@ def _plans(
         raise UsageError("--endpoint applies to one venue; pass a single --venue with it")
     _apply_config_secrets(config)
     plans = []
+    seen: set[str] = set()
     for name in venues:
         venue = get_venue(name)
+        if venue.name in seen:  # --venue binance --venue BINANCE: once is enough
+            continue
+        seen.add(venue.name)
         configured = config.venues.get(venue.name)
         where = endpoint or (configured.endpoint if configured else None)
         # Without --symbols/--channels each venue takes its own defaults (Binance: btcusdt
@@ -208,8 +213,8 @@ def _runner(spec: RunSpec, output: Output, *, buffer: int, max_events: int | Non
 
 
 def _check_positive(name: str, value: float | None) -> None:
-    if value is not None and value <= 0:
-        raise UsageError(f"{name} must be positive (got {value:g})")
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise UsageError(f"{name} must be a positive number of seconds (got {value:g})")
 
 
 def _finish(summary: RunSummary, *, replay: bool) -> None:

@@ -153,6 +153,21 @@ class WebSocket:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise self._lost(exc) from exc
 
+    async def ping(self, data: bytes = b"") -> None:
+        """Send a ping; its pong makes a later :meth:`receive_batch` return (maybe ``[]``).
+
+        Raises:
+            ConnectionClosed: The connection is closed, closing, or broke while sending.
+        """
+        if self._protocol.state is not _OPEN:
+            await trio.lowlevel.checkpoint()
+            raise self._closed_error()
+        self._protocol.send_ping(data)
+        try:
+            await self._flush()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise self._lost(exc) from exc
+
     async def receive_batch(self) -> list[bytes]:
         """Read the socket once and return every data message that read completed.
 
@@ -578,10 +593,8 @@ def _describe_handshake_failure(name: str, exc: Exception) -> str:
         hint = _HTTP_HINTS.get(response.status_code, "")
         if not hint and response.status_code >= 500:
             hint = " (the venue has trouble; retry later)"
-        return (
-            f"{name} answered HTTP {response.status_code} {response.reason_phrase}"
-            f" instead of a websocket handshake{hint}"
-        )
+        status = f"{response.status_code} {response.reason_phrase}".strip()
+        return f"{name} answered HTTP {status} instead of a websocket handshake{hint}"
     if isinstance(exc, InvalidMessage) and isinstance(exc.__cause__, EOFError):
         return f"{name} closed the connection before answering the websocket handshake"
     detail = f"{exc}: {exc.__cause__}" if exc.__cause__ is not None else str(exc)

@@ -62,7 +62,8 @@ def test_python_dash_m_works() -> None:
         ),
         (["replay", "no-such-file.jsonl"], "cannot read 'no-such-file.jsonl'"),
         (["replay", str(SAMPLE), "--speed", "fast"], "bad --speed 'fast'"),
-        (["watch", "--duration", "-1"], "--duration must be positive"),
+        (["watch", "--duration", "-1"], "--duration must be a positive number of seconds"),
+        (["watch", "--stale-timeout", "nan"], "--stale-timeout must be a positive number"),
     ],
 )
 def test_user_mistakes_are_one_clear_line_and_exit_2(args: list[str], message: str) -> None:

@@ -24,6 +24,8 @@ __all__ = [
     "run_connections",
 ]
 
+PING_ANSWER = 10.0
+"""Seconds a quiet connection gets to answer a ping before it counts as stale."""
 _SHOWN = 120  # characters of a bad frame quoted in its error
 
 
@@ -99,6 +101,9 @@ class VenueConnection:
     """
 
     venue: ClassVar[str] = ""
+    ping_when_quiet: ClassVar[bool] = False
+    """Venues that send no heartbeats set this: after ``stale_timeout`` of silence the
+    connection is pinged, and only a missing pong counts as stale."""
 
     def __init__(
         self,
@@ -215,11 +220,18 @@ class VenueConnection:
 
     async def _read(self, ws: WebSocket) -> None:
         stale = self.options.stale_timeout
+        probing = False
         while True:
-            with trio.move_on_after(stale) as scope:
+            with trio.move_on_after(min(stale, PING_ANSWER) if probing else stale) as scope:
                 frames = await ws.receive_batch()
             if scope.cancelled_caught:
-                raise Reconnect(f"stale: no data for {stale:g}s")
+                if not self.ping_when_quiet or probing:
+                    raise Reconnect(f"stale: no data for {stale:g}s")
+                # A venue without heartbeats may just be quiet: ask before reconnecting.
+                probing = True
+                await ws.ping()
+                continue
+            probing = False
             if frames:
                 await self.forward(frames)
 

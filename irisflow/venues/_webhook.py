@@ -295,6 +295,6 @@ def parse_listen(text: str | None, *, venue: str = "a webhook venue") -> tuple[s
     else:
         host, sep, port_text = raw.rpartition(":")
         ok = bool(sep) and ":" not in host and bool(_HOSTNAME.fullmatch(host))
-    if not ok or not port_text.isdigit() or int(port_text) > 65535:
+    if not ok or not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
         raise UsageError(f"bad --listen {text!r}: use HOST:PORT with a port 0-65535, {example}")
     return host, int(port_text)

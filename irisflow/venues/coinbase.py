@@ -173,7 +173,9 @@ class CoinbaseDecoder:
         for event in events:
             for c in event["candles"]:
                 start_text = c["start"]
-                if start_text.__class__ is not str or not start_text.isdigit():
+                if start_text.__class__ is not str or not (
+                    start_text.isascii() and start_text.isdigit()
+                ):
                     raise ValueError(f"expected Unix seconds as a string, got {start_text!r}")
                 start = int(start_text) * _NS
                 out.append(

@@ -403,7 +403,7 @@ def _channel(raw: str) -> str:
     base, _, arg = text.partition("_")
     if base == "ohlc":
         minutes = _LABELS.get(arg) if arg else 1
-        if minutes is None and arg.isdigit() and int(arg) in OHLC_INTERVALS:
+        if minutes is None and arg.isascii() and arg.isdigit() and int(arg) in OHLC_INTERVALS:
             minutes = int(arg)
         if minutes is None:
             raise UsageError(
@@ -412,7 +412,7 @@ def _channel(raw: str) -> str:
             )
         return f"ohlc_{minutes}"
     if base == "book":
-        depth = int(arg) if arg.isdigit() else (10 if not arg else None)
+        depth = int(arg) if arg.isascii() and arg.isdigit() else (10 if not arg else None)
         if depth not in BOOK_DEPTHS:
             raise UsageError(
                 f"unknown book depth {arg!r} in kraken channel {raw!r};"

@@ -528,6 +528,7 @@ class _Connection(VenueConnection):
     """One authenticated websocket session with one Polygon/Massive market cluster."""
 
     venue = VENUE
+    ping_when_quiet = True  # Polygon sends no heartbeats; a quiet market is not a dead socket
 
     def __init__(
         self,
