@@ -17,6 +17,7 @@ import attrs
 
 from ._alerting import AlertSink, telegram_settings
 from ._config import Config
+from ._errors import UsageError
 from ._events import Event
 from ._pipe import build_pipeline
 from ._pipeline import Pipeline
@@ -88,6 +89,8 @@ def assemble(spec: RunSpec, *, warn: Callable[[str], None]) -> Assembly:
         PipelineError: a ``--pipe`` text or named pipeline cannot work.
         DatabaseError: a database is needed (saved filters in it) and cannot be reached.
     """
+    if spec.store.strip().lower() not in ("output", "all"):
+        raise UsageError(f"bad --store {spec.store!r}: use output (the pipeline's output) or all")
     pipeline = build_pipeline(spec.filters, (), spec.kinds)
     assembly = Assembly(pipeline)
     stored = spec.db is not None
@@ -118,6 +121,8 @@ def assemble(spec: RunSpec, *, warn: Callable[[str], None]) -> Assembly:
         settings = telegram_settings(
             spec.config, chat=spec.telegram_chat, api_url=spec.telegram_api_url, rules=rules
         )
-        if settings is not None or dsn is not None:
-            assembly.sinks.append(AlertSink(settings, dsn=dsn))
+        # The outbox lives in the database when one is configured (not only with --db).
+        outbox_dsn = dsn if dsn is not None else configured_dsn(None, spec.config)
+        if settings is not None or outbox_dsn is not None:
+            assembly.sinks.append(AlertSink(settings, dsn=outbox_dsn))
     return assembly

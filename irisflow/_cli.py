@@ -624,7 +624,7 @@ def _optional_db_value(args: list[str]) -> list[str]:
     for index, arg in enumerate(args):
         if arg == "--db":
             following = args[index + 1] if index + 1 < len(args) else ""
-            if "://" not in following and "=" not in following:
+            if following.startswith("-") or ("://" not in following and "=" not in following):
                 out.append("--db=")
                 continue
         out.append(arg)

@@ -286,6 +286,8 @@ def _type_name(tp: Any) -> str:
 def show_summary(summary: Any, *, replay: bool) -> None:
     """The closing report on stderr: counts, and what was skipped with where."""
     console = stderr_console()
+    for note in summary.notes:
+        console.print(f"[yellow]irisflow:[/] {escape(note)}")
     if summary.problem_count:
         noun = "lines" if replay else "frames"
         console.print(f"[yellow]irisflow:[/] skipped {summary.problem_count} corrupt {noun}:")

@@ -28,7 +28,7 @@ import trio
 
 from ._errors import DecodeError, IrisflowError, RecordingError
 from ._events import Event, Gap
-from ._feed import FeedItem, FeedStatistics, FeedStats, Frames, now_ns
+from ._feed import ConnectionState, FeedItem, FeedStatistics, FeedStats, Frames, now_ns
 from ._pipeline import Pipeline
 from ._record import CorruptLine, Recorder, read_recording
 from ._venue import Decoder, FeedOptions, Plan, get_venue
@@ -87,6 +87,8 @@ class RunSummary:
     """Seconds from start to the last flush."""
     interrupted: bool
     """True when stopped by Ctrl-C or SIGTERM."""
+    notes: tuple[str, ...] = ()
+    """Things worth a line at the end: messages skipped by kind, requests refused, errors."""
 
 
 @attrs.frozen
@@ -247,6 +249,10 @@ class Runner:
                     if plan.venue in controls:  # only venues that take one get a control
                         subscribe = functools.partial(subscribe, control=controls[plan.venue])
                     await nursery.start(subscribe, plan, send.clone(), options, self.status.feeds)
+                for feed in self.status.feeds:
+                    address = getattr(feed, "address", "")
+                    if address:  # a webhook receiver: say where (--listen HOST:0 picks a port)
+                        self.warn(f"{feed.venue} listening on {address}")
 
         return await self._run(sources)
 
@@ -308,6 +314,7 @@ class Runner:
             problem_count=self.status.problems,
             elapsed=time.monotonic() - started,
             interrupted=self._interrupted,
+            notes=tuple(self._notes()),
         )
 
     async def _run_inside(
@@ -449,6 +456,32 @@ class Runner:
         status.emitted += len(out)
         for output in outputs:
             await output.send(out)
+
+    def _notes(self) -> list[str]:
+        """What the decoders and connections counted but no event shows."""
+        notes = []
+        for name, decoder in sorted(self._decoders.items()):
+            skipped = getattr(decoder, "skipped", None)
+            if skipped:
+                total = sum(skipped.values())
+                kinds = ", ".join(f"{k} {n:,}" for k, n in sorted(skipped.items())[:8])
+                notes.append(
+                    f"{name}: ignored {total:,} messages of kinds irisflow does not decode"
+                    f" ({kinds})"
+                )
+        for feed in self.status.feeds:
+            refused = {
+                "a bad signature": getattr(feed, "bad_signatures", 0),
+                "a body over the size limit": getattr(feed, "too_large", 0),
+                "a malformed request": getattr(feed, "bad_requests", 0),
+                "a full pipeline (503)": getattr(feed, "busy", 0),
+            }
+            for why, count in refused.items():
+                if count:
+                    notes.append(f"{feed.venue}: refused {count:,} requests for {why}")
+            if feed.last_error and (feed.reconnects or feed.state is not ConnectionState.LIVE):
+                notes.append(f"{feed.venue}: last connection error: {feed.last_error}")
+        return notes
 
     def _decode_errors(self, item: Frames, errors: list[tuple[int, DecodeError]]) -> None:
         for index, error in errors:

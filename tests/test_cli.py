@@ -373,3 +373,17 @@ async def test_record_command_and_duration(fake: FakeBinance, tmp_path: Path) ->
     lines = [orjson.loads(line) for line in recording.read_bytes().splitlines()]
     assert [line["venue"] for line in lines] == ["binance", "binance"]
     assert orjson.loads(lines[1]["frame"])["data"]["t"] == 1
+
+
+def test_messages_of_unknown_kinds_are_counted_in_the_summary(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "polygon.txt",
+        [
+            b'[{"ev":"FMV","fmv":1.5,"sym":"AAPL","t":1}]',
+            b'[{"ev":"XT","pair":"BTC-USD","p":1,"s":1,"t":1},{"ev":"LULD","T":"AAPL"}]',
+        ],
+    )
+    code, out, err = run("replay", str(path), "--venue", "polygon", "--output", "jsonl")
+    assert code == 0, err
+    assert [e["kind"] for e in jsonl(out)] == ["trade"]
+    assert "polygon: ignored 2 messages of kinds irisflow does not decode (FMV 1, LULD 1)" in err

@@ -204,6 +204,18 @@ def test_a_bare_db_flag_means_the_configured_database() -> None:
     assert _optional_db_value(["replay", "--db", "f.jsonl"]) == ["replay", "--db=", "f.jsonl"]
     dsn = "postgresql://u@h/db"
     assert _optional_db_value(["watch", "--db", dsn]) == ["watch", "--db", dsn]
+    assert _optional_db_value(["replay", "f", "--db", "--filter=price>1"]) == [
+        "replay",
+        "f",
+        "--db=",
+        "--filter=price>1",
+    ]
+
+
+def test_a_bad_store_is_a_usage_error_even_without_db() -> None:
+    code, _, err = run("replay", str(SAMPLE), "--store", "bogus")
+    assert code == 2
+    assert "bad --store 'bogus'" in err
 
 
 def test_saved_filters_in_the_file_store(tmp_path: Path) -> None:

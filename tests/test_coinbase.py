@@ -493,3 +493,15 @@ async def test_sequence_gap_resyncs_the_book_and_emits_a_gap(fake: FakeCoinbase)
     assert isinstance(resync, Book)  # the lost update is in the new snapshot
     assert resync.bids == ((Decimal("94250"), Decimal("1")), (Decimal("94249"), Decimal("3")))
     assert fake.connections_total == 2
+
+
+def test_snapshot_trades_come_out_oldest_first() -> None:
+    newest_first = [
+        market_trade("BTC-USD", 3, "94003", "1", "BUY", time="2026-01-01T00:03:10Z"),
+        market_trade("BTC-USD", 2, "94002", "1", "BUY", time="2026-01-01T00:02:10Z"),
+        market_trade("BTC-USD", 1, "94001", "1", "BUY", time="2026-01-01T00:01:10Z"),
+    ]
+    frame = envelope("market_trades", [{"type": "snapshot", "trades": newest_first}])
+    events, errors = decode(frame)
+    assert errors == []
+    assert [e.trade_id for e in events] == [1, 2, 3]  # type: ignore[attr-defined]

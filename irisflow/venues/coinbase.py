@@ -138,6 +138,10 @@ class CoinbaseDecoder:
             for event in events
             for t in event["trades"]
         ]
+        if len(trades) > 1:
+            # Snapshots list the newest trade first: emit in time order, or event-time windows
+            # would count the older ones as late.
+            trades.sort(key=lambda trade: trade.ts)
         # Remember ids only once the whole frame decoded (a bad frame must not hide trades).
         keep = [True] * len(trades)
         by_symbol: dict[str, list[int]] = {}
