@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
+from decimal import Decimal, InvalidOperation
 from typing import Literal
 
 from ._config import Config
@@ -419,6 +420,42 @@ def _rsi(p: Pipeline, word: str, rest: str) -> Pipeline:
     return p.rsi(int(words[0]) if words else 14, on=on or "close")
 
 
+def _whale(p: Pipeline, word: str, rest: str) -> Pipeline:
+    """``whale eth=100 USDC=1000000 tokens=N raw=N``: large on-chain transfers only."""
+    from ._whale import WhaleStep  # the chain kinds register only when asked for
+
+    usage = (
+        "whale takes thresholds, e.g. whale eth=100 USDC=1000000 (tokens=N for any known"
+        " token, raw=N for tokens of unknown decimals)"
+    )
+    words = _words(rest)
+    if not words:
+        raise error(word, usage)
+    limits: dict[str, Decimal] = {}
+    for item in words:
+        name, eq, value = item.partition("=")
+        try:
+            number = Decimal(value) if eq and name else Decimal("nan")
+        except InvalidOperation:
+            number = Decimal("nan")
+        if not number.is_finite() or number < 0:
+            raise error(item, f"bad whale threshold {str(item)!r}: {usage}")
+        limits[name] = number
+    min_eth = limits.pop("eth", None)
+    min_tokens = limits.pop("tokens", None)
+    raw = limits.pop("raw", None)
+    try:
+        step = WhaleStep(
+            min_eth=min_eth,
+            min_tokens=min_tokens,
+            per_token=limits,
+            min_raw=None if raw is None else int(raw),
+        )
+    except UsageError as exc:
+        raise error(rest, str(exc)) from exc
+    return p.then(step)
+
+
 _HANDLERS: dict[str, Handler] = {
     "filter": _filter,
     "select": _select,
@@ -433,6 +470,7 @@ _HANDLERS: dict[str, Handler] = {
     "join": _join,
     "spike": _spike,
     "rsi": _rsi,
+    "whale": _whale,
 }
 
 STEP_NAMES: tuple[str, ...] = tuple(_HANDLERS)

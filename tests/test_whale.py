@@ -198,3 +198,28 @@ def test_bad_settings_are_usage_errors() -> None:
         WhaleStep(min_eth=Decimal(-1))
     with pytest.raises(UsageError, match="memory"):
         WhaleStep(memory=0)
+
+
+def test_the_whale_step_from_pipe_text() -> None:
+    pipeline = Pipeline().pipe("whale eth=100 USDC=1000000")
+    events: list[Event] = [
+        tx(1, 150 * 10**18),  # 150 ETH
+        tx(2, 99 * 10**18),  # 99 ETH
+        transfer(3, USDC, 2_000_000 * 10**6, 6),  # 2 000 000 USDC
+        transfer(4, USDC, 150 * 10**6, 6),  # 150 USDC
+    ]
+    assert hashes(pipeline.process(events)) == [f"0x{1:064x}", f"0x{3:064x}"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("whale", "whale takes thresholds"),
+        ("whale eth=lots", "bad whale threshold 'eth=lots'"),
+        ("whale eth=-1", "bad whale threshold 'eth=-1'"),
+        ("whale NOPE=5", "NOPE"),
+    ],
+)
+def test_bad_whale_text(text: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        Pipeline().pipe(text)
