@@ -420,18 +420,18 @@ async def _connect(
     ssl_context: ssl.SSLContext | None,
     max_message_size: int | None,
 ) -> WebSocket:
-    bad_url: InvalidURI | None = None
+    bad_url: str | None = None
     try:
         ws_uri = parse_uri(url)
     except InvalidURI as exc:
-        bad_url = exc
+        bad_url = exc.msg
+    except ValueError as exc:  # a port out of range or not a number, a broken IPv6 literal
+        bad_url = str(exc)
     if bad_url is not None:
-        # Raised outside the except block: InvalidURI's text holds the raw URL, so it is
-        # only chained (as cause, or implicitly as context) when nothing was redacted.
-        error = UsageError(
-            f"not a websocket URL: {name} ({bad_url.msg}); use ws://host[:port]/path or wss://..."
+        # Raised outside the except block: the error's text may hold the raw URL (and a key).
+        raise UsageError(
+            f"not a websocket URL: {name} ({bad_url}); use ws://host[:port]/path or wss://..."
         )
-        raise error from (bad_url if name == url else None)
     if not connect_timeout > 0:
         raise UsageError(
             f"connect_timeout must be a positive number of seconds (got {connect_timeout!r})"

@@ -62,6 +62,8 @@ def test_python_dash_m_works() -> None:
         ),
         (["replay", "no-such-file.jsonl"], "cannot read 'no-such-file.jsonl'"),
         (["replay", str(SAMPLE), "--speed", "fast"], "bad --speed 'fast'"),
+        (["watch", "--endpoint", "ws://127.0.0.1:99999"], "not a websocket URL"),
+        (["watch", "--endpoint", "ws://[::1"], "not a websocket URL"),
         (["watch", "--duration", "-1"], "--duration must be a positive number of seconds"),
         (["watch", "--stale-timeout", "nan"], "--stale-timeout must be a positive number"),
     ],
@@ -227,6 +229,18 @@ def test_a_closed_stdout_ends_quietly() -> None:
     )
     assert status.returncode == 0, status.stderr
     assert status.stderr == ""
+    # Paced output (as live): the reader leaves while irisflow is still producing.
+    paced = subprocess.run(
+        f"set -o pipefail; {shlex.join([*IRISFLOW, 'replay', str(SAMPLE), '--speed', '20x'])}"
+        " | head -2 >/dev/null",
+        shell=True,
+        capture_output=True,
+        text=True,
+        check=False,
+        executable="/bin/bash",
+    )
+    assert paced.returncode == 0, paced.stderr
+    assert paced.stderr == ""
 
 
 def test_the_readme_main_command_runs() -> None:

@@ -55,16 +55,19 @@ class JsonLinesSink:
                 if not self.closed:
                     # In a thread: a reader that stops reading must not freeze the event loop
                     # (a second Ctrl-C still has to work). One hop per burst, not per event.
-                    await trio.to_thread.run_sync(
+                    gone = await trio.to_thread.run_sync(
                         self._write, b"".join(chunks), count, abandon_on_cancel=True
                     )
+                    if gone:
+                        self.closed = True
+                        self.on_closed()  # back in Trio: the callback may stop the run
 
-    def _write(self, data: bytes, count: int) -> None:
+    def _write(self, data: bytes, count: int) -> bool:
+        """Write and flush (in a worker thread); True when the reader went away."""
         try:
             self.stream.write(data)
             self.stream.flush()
         except (BrokenPipeError, ValueError):  # ValueError: the stream object was closed
-            self.closed = True
-            self.on_closed()
-            return
+            return True
         self.written += count
+        return False
