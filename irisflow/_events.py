@@ -115,6 +115,10 @@ class Trade(Event):
     qty: Decimal = _doc("traded quantity, units of base")
     side: str = _doc("taker side: 'buy', 'sell', or 'unknown' where the venue does not say")
     trade_id: int | None = _doc("venue trade id (aggregate id for Binance aggTrade); None if none")
+    aggregate: bool = attrs.field(
+        default=False,
+        metadata={"doc": "true for Binance aggTrade: one taker order, maybe several trades"},
+    )
 
 
 @event_kind

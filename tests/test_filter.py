@@ -436,6 +436,7 @@ def test_fields_for() -> None:
         "qty": "number",
         "side": "string",
         "trade_id": "number?",
+        "aggregate": "bool",
     }
     both = fields_for([Quote, Ticker])
     assert both["bid_price"] == "number?"  # required in quotes, optional in tickers
@@ -475,7 +476,7 @@ ERRORS = [
         "foo > 1",
         [Trade],
         "unknown field 'foo' in filter 'foo > 1' (known fields: kind, venue, symbol, ts,"
-        " recv_ts, price, qty, side, trade_id)",
+        " recv_ts, price, qty, side, trade_id, aggregate)",
         0,
         3,
     ),

@@ -86,7 +86,9 @@ def _agg_trade(d: Any, recv_ts: int) -> Event:
     qty = _DECIMALS.get(q)
     if qty is None:
         qty = _new_decimal(q)
-    return Trade(VENUE, d["s"], ts * _MS, recv_ts, price, qty, "sell" if d["m"] else "buy", d["a"])
+    return Trade(
+        VENUE, d["s"], ts * _MS, recv_ts, price, qty, "sell" if d["m"] else "buy", d["a"], True
+    )
 
 
 def _kline(d: Any, recv_ts: int) -> Event:
