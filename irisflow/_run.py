@@ -152,9 +152,11 @@ def parse_speed(text: str) -> float:
             speed = float(value[:-1])
         except ValueError:
             speed = -1.0
-        if speed > 0 and math.isfinite(speed):
+        if 0.001 <= speed <= 1e6:
             return speed
-    raise UsageError(f"bad --speed {text!r}: use max, realtime or a factor such as 10x")
+    raise UsageError(
+        f"bad --speed {text!r}: use max, realtime or a factor from 0.001x to 1000000x, e.g. 10x"
+    )
 
 
 _MAX_PROBLEMS_KEPT = 100
@@ -460,6 +462,14 @@ class Runner:
     def _notes(self) -> list[str]:
         """What the decoders and connections counted but no event shows."""
         notes = []
+        for step in self.pipeline.steps:
+            late = getattr(getattr(step, "statistics", lambda: None)(), "late", 0)
+            spec = getattr(step, "spec", type(step).__name__)
+            if late and not getattr(step, "emit_late", False):
+                notes.append(
+                    f"{spec}: {late:,} late events were left out (allow for them with"
+                    " 'lateness 2s', or see them with 'late emit')"
+                )
         for name, decoder in sorted(self._decoders.items()):
             skipped = getattr(decoder, "skipped", None)
             if skipped:

@@ -137,6 +137,10 @@ class WindowStatistics:
     """Results emitted with ``complete = false``."""
 
 
+MAX_OVERLAP = 1000
+"""Most windows one event may fall in (size / slide): each costs work per event."""
+
+
 def _at(recv_ts: int) -> Callable[[int], int]:
     """Due-time function for windows closed by an event: its receive time."""
     return lambda end: recv_ts
@@ -292,6 +296,12 @@ class WindowStep(WindowResults):
             raise PipelineError("window size and slide must be positive")
         if self.lateness < 0 or self.idle < 0:
             raise PipelineError("window lateness and idle must not be negative")
+        if self.slide is not None and self.size // self.slide > MAX_OVERLAP:
+            raise PipelineError(
+                f"window {format_duration(self.size)} slide {format_duration(self.slide)} puts"
+                f" every event in {self.size // self.slide:,} windows (at most {MAX_OVERLAP:,}):"
+                " use a longer slide"
+            )
         if self.slide is not None and self.slide > self.size:
             raise PipelineError(
                 f"window slide {format_duration(self.slide)} is longer than its size"

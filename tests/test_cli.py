@@ -401,3 +401,22 @@ def test_messages_of_unknown_kinds_are_counted_in_the_summary(tmp_path: Path) ->
     assert code == 0, err
     assert [e["kind"] for e in jsonl(out)] == ["trade"]
     assert "polygon: ignored 2 messages of kinds irisflow does not decode (FMV 1, LULD 1)" in err
+
+
+@pytest.mark.parametrize("name", ["minute-bars", "big-trades"])
+def test_the_example_pipelines_run(name: str) -> None:
+    config = ROOT / "examples" / "irisflow.toml"
+    code, out, err = run(
+        "replay", str(SAMPLE), "--config", str(config), "--pipeline", name, "--output", "jsonl"
+    )
+    assert code == 0, err
+    events = [e for e in jsonl(out) if e["kind"] not in ("gap", "alert")]
+    assert events
+    if name == "minute-bars":
+        assert {e["kind"] for e in events} == {"window"}
+        assert "can never fire on this stream" in err  # a price rule, on window results
+    else:
+        assert all(Decimal(str(e["notional"])) > 20000 for e in events)
+        assert any(e["kind"] == "alert" for e in jsonl(out))  # the config's rule fired
+    code, out, _ = run("alerts", "list", "--config", str(config))
+    assert "btc-dip" in out

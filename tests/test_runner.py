@@ -134,3 +134,28 @@ async def test_no_event_is_lost_when_many_items_queue_up(tmp_path: Path) -> None
     )
     assert [e.trade_id for e in sink.events] == list(range(1000))  # type: ignore[attr-defined]
     assert len(tap.events) == summary.events == summary.emitted == 1000
+
+
+async def test_late_events_are_reported_at_the_end(tmp_path: Path) -> None:
+    # One read: a BTC trade just after the minute, then an ETH trade just before it.
+    frames = [
+        trade("BTCUSDT", price="1", qty="1", trade_id=1, time_ms=60_010, buyer_maker=False),
+        trade("ETHUSDT", price="1", qty="1", trade_id=2, time_ms=59_990, buyer_maker=False),
+    ]
+    lines = [
+        orjson.dumps(
+            {
+                "venue": "binance",
+                "recv_ts": 61_000_000_000,
+                "frame": orjson.dumps(
+                    {"stream": f"{f['s'].lower()}@trade", "data": f}  # type: ignore[union-attr]
+                ).decode(),
+            }
+        )
+        for f in frames
+    ]
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    pipeline = Pipeline(kinds={Trade}).pipe("by symbol | window 1m | agg count")
+    summary = await Runner(pipeline, sinks=[ListSink()]).replay(path)
+    assert any("1 late events were left out" in note for note in summary.notes), summary.notes
