@@ -93,7 +93,7 @@ async def measure_transport(port: int) -> float:
 
 
 # ---------------------------------------------------------------------------------------
-# TO BE WIRED BY THE LEAD: irisflow's full `watch` command against the blaster.
+# irisflow's full `watch` path against the blaster.
 # ---------------------------------------------------------------------------------------
 async def measure_irisflow_watch(port: int, frames: int = FRAMES) -> float:
     """(c) Messages per second through ``irisflow watch --filter 'price > 45000' --output none``:

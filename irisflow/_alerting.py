@@ -6,6 +6,10 @@ config file). :class:`AlertSink` is a :class:`~irisflow.Runner` sink: it keeps t
 :class:`~irisflow.sinks.telegram.TelegramSink`, with a durable outbox in PostgreSQL when a
 database is configured, else in a file in the user's data directory. With a database and no
 Telegram it only stores the alerts.
+
+The bot token is checked (``getMe``) before the sink reports ready, so a bad one stops the run
+before any event flows; a token rejected later only turns Telegram delivery off (the alerts stay
+in the outbox). Alerts still undelivered when the run ends are reported through ``warn``.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, cast
 
 import attrs
 import trio
@@ -81,16 +86,19 @@ def telegram_settings(
         required: Raise instead of returning None.
 
     Returns:
-        The settings; None without a token, or without a chat for some rule (then alerts
-        only go to the table, JSON lines or database).
+        The settings; None without a token, or with a token but neither rules nor a default
+        chat (then alerts only go to the table, JSON lines or database).
 
     Raises:
-        UsageError: the token, chat or URL is malformed; some rules have targets and others
-            none while there is no default chat; ``required`` and something is missing.
+        UsageError: the token, chat or URL is malformed (``api_url`` is checked even without
+            a token); some rules have no targets while there is no default chat (an error
+            rather than alerts silently not sent); ``required`` and something is missing.
     """
     env = os.environ if environ is None else environ
     token = (env.get("TELEGRAM_BOT_TOKEN") or config.telegram.token or "").strip()
     chat_text = chat or env.get("TELEGRAM_CHAT_ID") or config.telegram.chat
+    if api_url is not None:
+        _check_url(api_url.rstrip("/"), "--telegram-api-url")
     url = (api_url or config.telegram.api_url or DEFAULT_API_URL).rstrip("/")
     if not token:
         if required:
@@ -104,25 +112,36 @@ def telegram_settings(
             "the Telegram bot token is malformed (expected '<digits>:<secret>' as @BotFather "
             "gives it); check TELEGRAM_BOT_TOKEN or [telegram] token"
         )
-    if not re.match(r"https?://[^/\s]+", url):
-        raise UsageError(f"Telegram API URL {url!r} must start with http:// or https://")
+    _check_url(url, "--telegram-api-url" if api_url else "[telegram] api_url")
     default = None if not chat_text else check_chat_id(chat_text)
     if default is None:
-        untargeted = [rule.name for rule in rules if not rule.targets]
-        if required or not rules or len(untargeted) == len(rules):
-            if required:
-                raise UsageError(
-                    "no Telegram chat: pass --chat/--telegram-chat, set TELEGRAM_CHAT_ID, or "
-                    "set [telegram] chat in the config file"
-                )
+        if required:
+            raise UsageError(
+                "no Telegram chat: pass --chat/--telegram-chat, set TELEGRAM_CHAT_ID, or "
+                "set [telegram] chat in the config file"
+            )
+        if not rules:
             return None
+        untargeted = [rule.name for rule in rules if not rule.targets]
         if untargeted:
+            # A token says alerts should go to Telegram: sending some of them nowhere,
+            # silently, would be worse than stopping here.
             raise UsageError(
                 f"alerts {', '.join(map(repr, untargeted))} have no targets and there is no "
-                "default Telegram chat: pass --telegram-chat, set TELEGRAM_CHAT_ID or "
-                "[telegram] chat, or give them targets"
+                "default Telegram chat: pass --telegram-chat ID, set TELEGRAM_CHAT_ID or "
+                "[telegram] chat in the config file, or give the rules targets (without "
+                "TELEGRAM_BOT_TOKEN and [telegram] token, alerts are only shown and stored)"
             )
     return TelegramSettings(token=token, chat=default, api_url=url)
+
+
+def _check_url(url: str, where: str) -> None:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or " " in url:
+        raise UsageError(
+            f"Telegram API URL {url!r} must start with http:// or https:// and name a host, "
+            f"e.g. {DEFAULT_API_URL}; check {where}"
+        )
 
 
 def default_outbox_path(environ: Mapping[str, str] | None = None) -> Path:
@@ -151,6 +170,9 @@ class AlertSink:
         shutdown_timeout: Seconds to finish sending when the run ends; the rest stays in
             the outbox for the next run.
         environ: The environment, for the default outbox path.
+        warn: Where one-line reports go (e.g. ``irisflow._render.warn``): alerts left
+            undelivered when the run ends, the token rejected mid-run, a chat disabled.
+            Default: the ``irisflow.telegram`` logger.
 
     Raises:
         UsageError: neither Telegram settings nor a database.
@@ -167,6 +189,7 @@ class AlertSink:
         pacer: Pacer | None = None,
         shutdown_timeout: float = 5.0,
         environ: Mapping[str, str] | None = None,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         if settings is None and dsn is None:
             raise UsageError("AlertSink needs Telegram settings, a database, or both")
@@ -180,6 +203,7 @@ class AlertSink:
         self._buffer = buffer
         self._pacer = pacer
         self._shutdown_timeout = shutdown_timeout
+        self._warn = warn
         self.telegram: TelegramSink | None = None
         """The Telegram sink while running (for its statistics)."""
 
@@ -196,13 +220,14 @@ class AlertSink:
     ) -> None:
         """Deliver the alerts of every batch until the channel closes, then flush.
 
-        Reports ready once the outbox is open and what it held is queued again.
+        Reports ready once the outbox is open, the bot token checked and what the outbox
+        held is queued again.
 
         Raises:
-            UsageError: the outbox is in use by another process, or the database is not
-                migrated.
+            UsageError: the outbox cannot be opened or is in use by another process, or the
+                database is not migrated.
             DatabaseError: PostgreSQL is unreachable.
-            TelegramAuthError: Telegram rejected the bot token.
+            TelegramAuthError: Telegram rejected the bot token at start (before any event).
         """
         try:
             async with contextlib.AsyncExitStack() as stack:
@@ -253,6 +278,7 @@ class AlertSink:
             parse_mode=None,
             pacer=self._pacer,
             shutdown_timeout=self._shutdown_timeout,
+            warn=self._warn,
         )
         self.telegram = sink
         send, receive = trio.open_memory_channel[list[Alert]](self._buffer)
@@ -267,7 +293,8 @@ class AlertSink:
 
 
 def _alerts(batch: list[Event]) -> list[Alert]:
-    return [event for event in batch if isinstance(event, Alert)]
+    # Every event of the run passes here and few are alerts: one class test each, no more.
+    return cast("list[Alert]", [event for event in batch if event.__class__ is Alert])
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:

@@ -124,5 +124,5 @@ def assemble(spec: RunSpec, *, warn: Callable[[str], None]) -> Assembly:
         # The outbox lives in the database when one is configured (not only with --db).
         outbox_dsn = dsn if dsn is not None else configured_dsn(None, spec.config)
         if settings is not None or outbox_dsn is not None:
-            assembly.sinks.append(AlertSink(settings, dsn=outbox_dsn))
+            assembly.sinks.append(AlertSink(settings, dsn=outbox_dsn, warn=warn))
     return assembly

@@ -100,9 +100,10 @@ class AlertConfig:
 
     name: str
     """Unique rule name, shown in every alert it fires."""
-    condition: str
+    condition: str = ""
     """A filter expression over events or window results. For ``threshold`` rules it is what
-    fires; for the other kinds it narrows the events they look at (``'true'``: all)."""
+    fires, and required; for the other kinds it narrows the events they look at (default
+    ``'true'``: all)."""
     venues: tuple[str, ...] = ()
     """Only events of these venues (empty: all)."""
     symbols: tuple[str, ...] = ()
@@ -133,6 +134,16 @@ class AlertConfig:
     ``volume_spike`` sums (default: ``qty``)."""
     period: int | None = None
     """RSI period in candles (default 14), or trailing windows for ``volume_spike`` (20)."""
+
+    def __attrs_post_init__(self) -> None:
+        if self.condition.strip():
+            return
+        if self.kind.strip().lower() == "threshold":
+            raise UsageError(
+                f"alert {self.name!r}: a threshold alert needs a condition, e.g. "
+                "condition = 'price > 45000' (other kinds look at every event without one)"
+            )
+        object.__setattr__(self, "condition", "true")  # frozen: set once, while building
 
 
 @attrs.frozen
@@ -192,6 +203,9 @@ def load_config(path: Path | None = None, *, environ: dict[str, str] | None = No
     try:
         config = _CONVERTER.structure(data, Config)
     except Exception as exc:  # cattrs raises exception groups; say where, in one line
+        own = _own_error(exc)
+        if own is not None:
+            raise UsageError(f"config file {str(target)!r}: {own}") from exc
         details = "; ".join(cattrs.transform_error(exc, path="$")) if _is_cattrs(exc) else str(exc)
         raise UsageError(f"config file {str(target)!r}: {details}") from exc
     names = [alert.name for alert in config.alerts]
@@ -202,6 +216,19 @@ def load_config(path: Path | None = None, *, environ: dict[str, str] | None = No
             + ", ".join(duplicates)
         )
     return attrs.evolve(config, path=target)
+
+
+def _own_error(exc: BaseException) -> str | None:
+    """The message of an irisflow error raised inside a cattrs error group, if any."""
+    from ._errors import IrisflowError
+
+    if isinstance(exc, IrisflowError):
+        return str(exc)
+    for sub in getattr(exc, "exceptions", ()):
+        found = _own_error(sub)
+        if found is not None:
+            return found
+    return None
 
 
 def _is_cattrs(exc: BaseException) -> bool:

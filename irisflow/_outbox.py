@@ -96,6 +96,10 @@ class FileOutbox:
         path: The file; created (with its directory) if missing.
         remember: How many done (key, chat) pairs to remember for idempotency.
         fsync: Flush ``add`` records to the disk before returning (off only for tests).
+
+    Raises:
+        UsageError: the file or its directory cannot be created or opened (the message
+            names the path), it is not an outbox file, or another process uses it.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, remember: int = 10_000, fsync: bool = True):
@@ -109,15 +113,22 @@ class FileOutbox:
         self._done: dict[_Pair, None] = {}
         self._lines = 0
         self._file: IO[bytes] | None = None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        created = not self.path.exists()
-        self._file = self._open_locked(self.path)
-        if created and fsync:
-            _fsync_dir(self.path.parent)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            created = not self.path.exists()
+            self._file = self._open_locked(self.path)
+            if created and fsync:
+                _fsync_dir(self.path.parent)
+        except OSError as exc:
+            self.close()
+            raise self._unusable(exc) from exc
         try:
             self._replay()
             if self._lines > 2 * self._live() + 64:
                 self._compact()
+        except OSError as exc:
+            self.close()
+            raise self._unusable(exc) from exc
         except BaseException:
             self.close()
             raise
@@ -141,6 +152,20 @@ class FileOutbox:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+    def _unusable(self, exc: OSError) -> UsageError:
+        problem = exc.strerror or type(exc).__name__
+        if exc.filename is not None and str(exc.filename) != str(self.path):
+            problem += f": {str(exc.filename)!r}"
+        if isinstance(exc, IsADirectoryError) and self.path.is_dir():
+            advice = "move that directory aside or use another file"
+        else:
+            advice = f"make {str(self.path.parent)!r} a directory you can write to"
+        return UsageError(
+            f"cannot use {str(self.path)!r} as the alert outbox ({problem}); {advice} (the "
+            "default outbox is $XDG_DATA_HOME/irisflow/outbox.jsonl: point XDG_DATA_HOME at a "
+            "writable directory, or configure a database to keep the outbox there)"
+        )
 
     # The Outbox protocol ------------------------------------------------------------------
 

@@ -122,6 +122,15 @@ class _Change:
     series: collections.OrderedDict[_Key, collections.deque[tuple[int, Decimal]]] = attrs.field(
         factory=collections.OrderedDict
     )
+    # Per rule, not per event: the window and the width of its 1/256 slices, in ns.
+    window: int = attrs.field(init=False)
+    width: int = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        assert self.rule.window is not None
+        assert self.rule.threshold is not None
+        self.window = self.rule.window
+        self.width = max(1, self.window // 256)
 
     def key(self, event: Event) -> _Key:
         return (event.venue, event.symbol)
@@ -131,11 +140,10 @@ class _Change:
         value = None if get is None else get(event)
         if value is None:
             return None
-        value = Decimal(value)
+        if value.__class__ is not Decimal:  # prices already are: no copy for them
+            value = Decimal(value)
         rule, ts = self.rule, event.ts
-        window = rule.window
-        assert window is not None
-        assert rule.threshold is not None
+        window, width = self.window, self.width
         key = (event.venue, event.symbol)
         history = self.series.get(key)
         if history is None:
@@ -145,7 +153,6 @@ class _Change:
             return None  # late: the history is in event-time order
         # Keep the first and the last value of each 1/256 of the window: bounded memory, and
         # the reference is exact to within that slice.
-        width = max(1, window // 256)
         if (
             len(history) >= 2
             and history[-1][0] // width == ts // width
@@ -164,6 +171,7 @@ class _Change:
             return _REARM
         change = _MATH.divide(_MATH.multiply(value - start, _HUNDRED), start)
         threshold = rule.threshold
+        assert threshold is not None
         label = ""
         if rule.direction != "down" and change >= threshold:
             label = "up"
@@ -332,25 +340,32 @@ class _Whale:
     classes: tuple[type[Event], ...]
     limit: int
     seen: collections.OrderedDict[Hashable, None] = attrs.field(factory=collections.OrderedDict)
+    # From irisflow._chain, imported once when the rule is set up (not per event).
+    transaction: type[Any] = attrs.field(init=False)
+    natural_key: Callable[[Any], Hashable] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        from ._chain import Transaction, natural_key
+
+        self.transaction = Transaction
+        self.natural_key = natural_key
 
     def key(self, event: Event) -> _Key:
         return (event.venue, event.symbol)
 
     def read(self, event: Event) -> Reading:
-        from ._chain import Transaction, natural_key
-
         if event.__class__ not in self.classes:
             return None
         whales = self.step.process([event])
         if not whales:
             return None
         whale = whales[0]
-        identity = natural_key(whale)
+        identity = self.natural_key(whale)
         if identity in self.seen:
             return None  # the same transfer again (pending, then mined)
         self.seen[identity] = None
         _lru(self.seen, identity, self.limit)
-        amount = whale.value_eth if isinstance(whale, Transaction) else whale.amount
+        amount = whale.value_eth if whale.__class__ is self.transaction else whale.amount
         return _Fire("whale", whale, {"amount": amount})
 
 

@@ -25,6 +25,7 @@ from ._events import to_datetime
 from ._jsonl import iso_time
 
 __all__ = [
+    "NUMBERS",
     "OPTIONS",
     "Template",
     "Time",
@@ -68,10 +69,36 @@ def show_duration(ns: int) -> str:
     return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
+# Numbers in rules: 40 digits, magnitudes up to 1e999. Any signal is an error, so a number
+# that would overflow later arithmetic (1e999999999) is refused where it is written.
+NUMBERS = decimal.Context(
+    prec=40,
+    Emax=999,
+    Emin=-999,
+    traps=[
+        decimal.InvalidOperation,
+        decimal.DivisionByZero,
+        decimal.Overflow,
+        decimal.Underflow,
+    ],
+)
+"""The decimal context rule numbers are read with."""
+
+
 def number(text: str, what: str) -> Decimal:
+    """``text`` as a finite decimal within :data:`NUMBERS`' range.
+
+    Raises:
+        UsageError: not a number, or too large or too small; ``what`` names it.
+    """
     try:
-        value = Decimal(text.strip())
-    except decimal.InvalidOperation:
+        value = NUMBERS.plus(Decimal(text.strip()))
+    except (decimal.Overflow, decimal.Underflow):
+        raise UsageError(
+            f"{what} {text.strip()!r} is out of range: use a number between 1e-999 and 1e999 "
+            "in size, e.g. 3 or 0.5"
+        ) from None
+    except (decimal.DecimalException, ValueError, TypeError):
         value = Decimal("NaN")
     if not value.is_finite():
         raise UsageError(f"{what} must be a number (got {text!r})")

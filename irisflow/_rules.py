@@ -42,6 +42,7 @@ On the command line a rule is ``CONDITION[; option=value ...]``, e.g.
 from __future__ import annotations
 
 import contextlib
+import decimal
 import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -237,7 +238,7 @@ class Rule:
             UsageError: anything is wrong, or the rule cannot fire on ``kinds``.
             FilterError: the condition or re-arm condition does not parse or type-check.
         """
-        return _build(parse_cli(text, _event_fields()), kinds, f"--alert {text!r}")
+        return _build(parse_cli(text, _event_fields()), kinds, f"--alert {text!r}", cli=True)
 
 
 def _event_fields() -> frozenset[str]:
@@ -276,7 +277,22 @@ def _filter(text: str, kinds: Sequence[type[Event]], where: str, what: str) -> F
 _BAND = re.compile(r"\s*\+?(\d+(?:\.\d+)?)\s*(%?)\s*")
 
 
-def _build(spec: AlertConfig, kinds: Iterable[type[Event]] | None, source: str) -> Rule:
+def _build(
+    spec: AlertConfig, kinds: Iterable[type[Event]] | None, source: str, *, cli: bool = False
+) -> Rule:
+    try:
+        return _build_rule(spec, kinds, source, cli=cli)
+    except decimal.DecimalException as exc:
+        # number() keeps rule numbers in range; this is the net for the ones it does not see.
+        raise UsageError(
+            f"alert {spec.name.strip()!r} ({source}): a number in it is out of range "
+            f"({type(exc).__name__}); use numbers between 1e-999 and 1e999 in size"
+        ) from None
+
+
+def _build_rule(
+    spec: AlertConfig, kinds: Iterable[type[Event]] | None, source: str, *, cli: bool
+) -> Rule:
     name = spec.name.strip()
     if not name or len(name) > 100 or any(not ch.isprintable() for ch in name):
         raise UsageError(
@@ -310,7 +326,9 @@ def _build(spec: AlertConfig, kinds: Iterable[type[Event]] | None, source: str) 
     cooldown = 0 if spec.cooldown is None else _duration(spec.cooldown, "cooldown", where)
     for option in ("targets", "venues", "symbols"):
         values = getattr(spec, option)
-        if len(values) > 1 and all(len(value) == 1 for value in values):
+        # TOML `targets = "123"` reads as ('1', '2', '3'); on the command line lists are
+        # comma-separated, so `targets=1,2,3` means three chats.
+        if not cli and len(values) > 1 and all(len(value) == 1 for value in values):
             raise UsageError(
                 f"{where}: {option} must be a list, e.g. {option} = [{''.join(values)!r}]"
             )

@@ -696,9 +696,11 @@ class Telegram:
         self, code: int, description: str, reply: _Reply, method: str, chat: str
     ) -> VenueError:
         if code in (401, 404):
+            # A 404 also comes from a server that is not a Bot API at all: say so.
+            also = f", and that {self.api_url} is a Bot API server" if code == 404 else ""
             return TelegramAuthError(
                 f"Telegram rejected the bot token ({code} {description or 'Unauthorized'}): "
-                "check TELEGRAM_BOT_TOKEN"
+                f"check TELEGRAM_BOT_TOKEN or [telegram] token{also}"
             )
         migrate = reply.parameters.migrate_to_chat_id if reply.parameters else None
         if code == 400 and any(fault in description.lower() for fault in _MESSAGE_FAULTS):

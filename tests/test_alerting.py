@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from decimal import Decimal
 from pathlib import Path
 
 import orjson
@@ -26,7 +27,7 @@ from irisflow._alerting import (
 )
 from irisflow._config import Config, TelegramConfig
 from irisflow._errors import UsageError
-from irisflow._events import Trade
+from irisflow._events import Event, Trade
 from irisflow._outbox import FileOutbox
 from irisflow._pipeline import Pipeline
 from irisflow._rules import AlertStep, Rule, build_rules
@@ -106,6 +107,41 @@ def test_bad_settings_are_usage_errors_without_the_token(
     assert SECRET not in str(info.value)
 
 
+def test_token_without_any_chat_for_the_rules_is_an_error_before_connecting() -> None:
+    only_token = {"TELEGRAM_BOT_TOKEN": TOKEN}
+    rules = [Rule.parse("price > 1", [Trade]), Rule.parse("price > 2", [Trade])]
+    with pytest.raises(UsageError) as info:
+        telegram_settings(config(), chat=None, api_url=None, environ=only_token, rules=rules)
+    text = str(info.value)
+    assert text.startswith("alerts 'price > 1', 'price > 2' have no targets and there is no")
+    for name in ("--telegram-chat", "TELEGRAM_CHAT_ID", "[telegram] chat"):
+        assert name in text
+    # A default chat from any source, or targets on every rule, is enough.
+    assert telegram_settings(
+        config(chat="5"), chat=None, api_url=None, environ=only_token, rules=rules
+    ) == TelegramSettings(TOKEN, "5")
+    targeted = [Rule.parse("price > 1; targets=1,2", [Trade])]
+    settings = telegram_settings(
+        config(), chat=None, api_url=None, environ=only_token, rules=targeted
+    )
+    assert settings == TelegramSettings(TOKEN, None)
+
+
+@pytest.mark.parametrize("url", ["ftp://x", "x", "http://", "telegram.org"])
+def test_telegram_api_url_is_http_or_https_even_without_a_token(url: str) -> None:
+    with pytest.raises(
+        UsageError, match=r"must start with http:// or https://.*--telegram-api-url"
+    ):
+        telegram_settings(config(), chat=None, api_url=url, environ={})
+    with pytest.raises(UsageError, match="must start with http:// or https://"):
+        telegram_settings(config(), chat="5", api_url=url, environ={"TELEGRAM_BOT_TOKEN": TOKEN})
+    settings = telegram_settings(
+        config(), chat="5", api_url="HTTPS://bot.example/", environ={"TELEGRAM_BOT_TOKEN": TOKEN}
+    )
+    assert settings is not None
+    assert settings.api_url == "HTTPS://bot.example"
+
+
 def test_default_outbox_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = tmp_path / "data"
     assert default_outbox_path({"XDG_DATA_HOME": str(data)}) == data / "irisflow" / "outbox.jsonl"
@@ -116,6 +152,18 @@ def test_default_outbox_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 def test_alert_sink_needs_somewhere_to_go() -> None:
     with pytest.raises(UsageError, match="needs Telegram settings, a database, or both"):
         AlertSink(None)
+
+
+async def test_alert_sink_outbox_in_an_unusable_place_is_a_usage_error(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.write_text("XDG_DATA_HOME points at this file")
+    sink = AlertSink(
+        TelegramSettings(TOKEN, "42", "http://127.0.0.1:9"), environ={"XDG_DATA_HOME": str(data)}
+    )
+    batches = trio.open_memory_channel[list[Event]](1)[1]
+    with trio.fail_after(10), pytest.raises(UsageError, match="point XDG_DATA_HOME") as info:
+        await sink.run(batches)
+    assert str(data / "irisflow" / "outbox.jsonl") in str(info.value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,3 +345,76 @@ async def test_replay_delivers_alerts_to_telegram(
     for text in (caplog.text, out, err, outbox_path.read_text(), repr(sink), repr(settings)):
         assert SECRET not in text
     assert any(r.path.startswith(f"/bot{TOKEN}/") for r in fake.requests)  # it was used
+
+
+async def test_replay_with_a_rejected_token_stops_before_any_event(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    path, _ = recording(tmp_path / "trades.jsonl")
+    rules = build_rules(["price > 45000"], Config(), [Trade])
+    fake = FakeTelegram(token=TOKEN)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(fake.serve)
+            settings = TelegramSettings("123456789:WrongSecretTokenValue_999", "42", url)
+            table = ListSink()
+            sink = AlertSink(settings, outbox_path=tmp_path / "outbox.jsonl")
+            runner = Runner(Pipeline([AlertStep(rules)]), sinks=[table, sink])
+            with pytest.raises(TelegramAuthError) as info:
+                await runner.replay(path)
+            nursery.cancel_scope.cancel()
+    assert str(info.value) == (
+        "Telegram rejected the bot token (401 Unauthorized): check TELEGRAM_BOT_TOKEN or "
+        "[telegram] token"
+    )
+    assert "WrongSecretTokenValue_999" not in str(info.value)
+    assert table.events == []  # found at start, not at the first alert
+    assert [r.method for r in fake.requests] == ["getMe"]
+
+
+async def test_alert_sink_reports_alerts_left_undelivered_at_the_end(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    fake = FakeTelegram(token=TOKEN, delay=4)  # each reply takes longer than the run allows
+    warnings: list[str] = []
+
+    def alert(i: int) -> Alert:
+        return Alert(
+            venue="binance",
+            symbol="BTCUSDT",
+            ts=1_767_225_600_000_000_000 + i,
+            recv_ts=1_767_225_600_000_000_000 + i,
+            rule="big",
+            severity="warning",
+            text=f"alert {i}",
+            key=f"big:{i}",
+        )
+
+    outbox_path = tmp_path / "outbox.jsonl"
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(fake.serve)
+            sink = AlertSink(
+                TelegramSettings(TOKEN, "42", url),
+                outbox_path=outbox_path,
+                shutdown_timeout=5,
+                warn=warnings.append,
+            )
+            send, receive = trio.open_memory_channel[list[Event]](1)
+            async with trio.open_nursery() as inner:
+                await inner.start(sink.run, receive)
+                async with send:
+                    await send.send([trade_event(0), alert(0)])
+                    await send.send([alert(i) for i in range(1, 51)] + [trade_event(1)])
+            nursery.cancel_scope.cancel()
+    assert len(fake.messages) == 1
+    assert warnings == [
+        "50 alerts not delivered yet; they stay in the outbox and go out on the next run"
+    ]
+    with FileOutbox(outbox_path) as outbox:
+        assert len(await outbox.pending()) == 50
+
+
+def trade_event(i: int) -> Trade:
+    ts = 1_767_225_600_000_000_000 + i
+    return Trade("binance", "BTCUSDT", ts, ts, Decimal(1), Decimal(1), "buy", i)

@@ -25,21 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "pipelines.md"
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 
-# Until irisflow/__init__.py re-exports the pipeline names, the scripts get them from their
-# modules. This only adds what is missing, so it does nothing once they are exported.
-PREAMBLE = """\
-import irisflow
-from irisflow import _aggregates, _join, _pipe, _steps, _trackers, _windows
-for _name, _value in {
-    "Agg": _aggregates.Agg, "PipelineError": _steps.PipelineError,
-    "build_pipeline": _pipe.build_pipeline, "parse_pipe": _pipe.parse_pipe,
-    "Window": _windows.Window, "Late": _windows.Late, "Joined": _join.Joined,
-    "Spike": _trackers.Spike, "Rsi": _trackers.Rsi,
-}.items():
-    if not hasattr(irisflow, _name):
-        setattr(irisflow, _name, _value)
-"""
-
 
 def fenced() -> list[tuple[str, str, int, int]]:
     text = PAGE.read_text()
@@ -96,7 +81,7 @@ def test_the_page_has_examples() -> None:
 def test_python_example_runs_and_prints_what_the_page_shows(index: int, tmp_path: Path) -> None:
     code, expected = examples()[index]
     script = tmp_path / f"example_{index}.py"
-    script.write_text(PREAMBLE + code)
+    script.write_text(code)
     done = subprocess.run(
         [sys.executable, str(script)],
         cwd=ROOT,
@@ -124,11 +109,6 @@ def test_console_pipelines_build(args: list[str], config_file: Path) -> None:
     assert built.steps
 
 
-def _cli_has_pipe() -> bool:
-    return "--pipe" in CliRunner().invoke(app, ["replay", "--help"]).stdout
-
-
-@pytest.mark.skipif(not _cli_has_pipe(), reason="the CLI has no --pipe yet")
 @pytest.mark.parametrize("args", commands(), ids=lambda a: " ".join(a)[:60])
 def test_console_commands_run(args: list[str], config_file: Path) -> None:
     args = [str(config_file) if a == "irisflow.toml" else a for a in args]

@@ -119,6 +119,23 @@ def test_one_process_at_a_time(tmp_path: Path) -> None:
         pass  # the lock went with the first one
 
 
+def test_an_unusable_place_is_a_usage_error_naming_the_path(tmp_path: Path) -> None:
+    # XDG_DATA_HOME pointing at a file: the outbox directory cannot be made.
+    file = tmp_path / "data"
+    file.write_text("not a directory")
+    path = file / "irisflow" / "outbox.jsonl"
+    with pytest.raises(UsageError) as info:
+        FileOutbox(path)
+    text = str(info.value)
+    assert text.startswith(f"cannot use {str(path)!r} as the alert outbox (Not a directory")
+    assert "point XDG_DATA_HOME at a writable directory" in text
+    assert isinstance(info.value.__cause__, NotADirectoryError)
+    # The outbox path is a directory.
+    (tmp_path / "box").mkdir()
+    with pytest.raises(UsageError, match=r"\(Is a directory\); move that directory aside"):
+        FileOutbox(tmp_path / "box")
+
+
 async def test_closed_outbox_refuses_writes(tmp_path: Path) -> None:
     outbox = FileOutbox(tmp_path / "outbox.jsonl")
     outbox.close()
@@ -176,7 +193,8 @@ async def test_sink_restart_sends_what_was_pending_once(
                         await nursery.start(first.run, receive)
                         nursery.start_soon(feed)
                         await fake.wait_for_messages(5)
-                        assert len(fake.requests) == 5  # the fifth is still being answered
+                        sends = [r for r in fake.requests if r.method == "sendMessage"]
+                        assert len(sends) == 5  # the fifth is still being answered
                         nursery.cancel_scope.cancel()
                     stopped = first.statistics()
                     assert 0 < stopped.pending < 2 * 300

@@ -689,3 +689,79 @@ def test_conditions_over_window_results() -> None:
         for v, n in [(99, 5), (101, 1), (102, 3)]
     ]
     assert texts(fired(step, results)) == ["BTCUSDT vwap 102"]
+
+
+# --------------------------------------------------------------------------------------------
+# Mistakes are one-line usage errors; the config file and --alert agree
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("kind=change; window=1m; threshold=1e999999999", r"threshold '1e999999999' is out of"),
+        ("kind=whale; threshold=-1e999999999", r"threshold '-1e999999999' is out of range"),
+        ("kind=volume_spike; window=1m; threshold=1e-999999", r"'1e-999999' is out of range"),
+        ("price > 1e999999999; rearm=1%", r"a number in it is out of range"),
+        ("kind=change; window=1m; threshold=3; rearm=" + "9" * 1200, r"re-arm band '9+' is out"),
+    ],
+)
+def test_huge_numbers_are_usage_errors_not_tracebacks(text: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        Rule.parse(text, [Trade, chain.TokenTransfer])
+
+
+def test_cli_targets_are_comma_separated_ids() -> None:
+    rule = Rule.parse("price > 1; targets=1,2,3", [Trade])
+    assert rule.targets == ("1", "2", "3")
+    assert Rule.parse("price > 1; targets=7", [Trade]).targets == ("7",)
+    # In the config file a string where a list belongs still gets the TOML advice.
+    spec = AlertConfig(name="a", condition="price > 1", targets=("1", "2", "3"))
+    with pytest.raises(UsageError, match=r"targets must be a list, e\.g\. targets = \['123'\]"):
+        Rule.from_config(spec, [Trade])
+
+
+def test_config_condition_defaults_to_true_except_for_threshold_rules(tmp_path: Path) -> None:
+    path = tmp_path / "irisflow.toml"
+    path.write_text(
+        "[[alerts]]\nname = 'move'\nkind = 'change'\nwindow = '1m'\nthreshold = '3'\n\n"
+        "[[alerts]]\nname = 'rsi'\nkind = 'rsi'\n"
+    )
+    config = load_config(path)
+    assert [spec.condition for spec in config.alerts] == ["true", "true"]
+    rules = build_rules([], config, [Trade, Candle])
+    assert [str(rule.condition) for rule in rules] == ["true", "true"]
+    # Same as on the command line.
+    cli = Rule.parse("kind=change; window=1m; threshold=3; name=move", [Trade, Candle])
+    assert cli.config is not None
+    assert cli.config.condition == "true"
+    assert rules[0].kinds == cli.kinds
+
+    path.write_text("[[alerts]]\nname = 'btc'\nsymbols = ['BTCUSDT']\n")
+    with pytest.raises(UsageError) as info:
+        load_config(path)
+    text = str(info.value)
+    assert str(path) in text
+    assert "alert 'btc': a threshold alert needs a condition, e.g. condition = 'price" in text
+    with pytest.raises(UsageError, match="a threshold alert needs a condition"):
+        AlertConfig(name="x", condition="  ")
+
+
+def test_whale_rules_import_the_chain_module_once_not_per_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import builtins
+
+    kinds = [chain.TokenTransfer, chain.Transaction]
+    step = AlertStep([Rule.parse("kind=whale; threshold=1000; name=whale", kinds)])
+    imports: list[str] = []
+    real_import = builtins.__import__
+
+    def counting_import(name: str, *args: object, **kwargs: object) -> object:
+        imports.append(name)
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(builtins, "__import__", counting_import)
+    alerts = run(step, [transfer(i, (500 + i * 200) * 10**6) for i in range(1, 6)])
+    monkeypatch.undo()
+    assert len(alerts) == 3
+    assert imports == []

@@ -239,7 +239,8 @@ async def test_wrong_token_is_a_clear_auth_error() -> None:
                     await telegram.send_message(42, "hi")
             nursery.cancel_scope.cancel()
     assert str(info.value) == (
-        "Telegram rejected the bot token (401 Unauthorized): check TELEGRAM_BOT_TOKEN"
+        "Telegram rejected the bot token (401 Unauthorized): check TELEGRAM_BOT_TOKEN or "
+        "[telegram] token"
     )
     assert isinstance(info.value, VenueError)
 
@@ -527,7 +528,7 @@ async def test_sink_disables_refused_chat_and_keeps_delivering_to_others(
         sink = await run_sink(fake, outbox, batches, every=1.0)
         assert await outbox.pending() == []
     assert len(fake.messages_to(42)) == 10
-    assert [r.params["chat_id"] for r in fake.requests].count(666) == 1
+    assert [r.params.get("chat_id") for r in fake.requests].count(666) == 1
     stats = sink.statistics()
     assert stats.disabled_targets == (
         DisabledTarget("666", "Forbidden: bot was blocked by the user (403)"),
@@ -587,7 +588,7 @@ async def test_sink_without_default_chat_refuses_untargeted_alerts(tmp_path: Pat
         assert await outbox.pending() == []
 
 
-async def test_sink_stops_on_a_bad_token(tmp_path: Path) -> None:
+async def test_sink_checks_the_token_before_it_is_ready(tmp_path: Path) -> None:
     fake = FakeTelegram()
     with trio.fail_after(10), FileOutbox(tmp_path / "outbox.jsonl") as outbox:
         async with trio.open_nursery() as nursery:
@@ -596,10 +597,89 @@ async def test_sink_stops_on_a_bad_token(tmp_path: Path) -> None:
                 sink = TelegramSink(telegram, outbox, default_chat=42)
                 send, receive = trio.open_memory_channel[list[Alert]](1)
                 await send.send([make_alert(1)])
-                with pytest.raises(TelegramAuthError):  # not an ExceptionGroup
-                    await sink.run(receive)
+                with pytest.raises(TelegramAuthError, match="rejected the bot token"):
+                    await nursery.start(sink.run, receive)  # never ready: not an ExceptionGroup
             nursery.cancel_scope.cancel()
+        # Found before any alert was taken in: nothing recorded, nothing sent.
+        assert await outbox.pending() == []
+    assert [r.method for r in fake.requests] == ["getMe"]
+
+
+async def test_sink_turns_delivery_off_when_the_token_is_revoked_mid_run(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    fake = FakeTelegram()
+    warnings: list[str] = []
+    with trio.fail_after(60), FileOutbox(tmp_path / "outbox.jsonl") as outbox:
+        async with bot(fake) as telegram:
+            sink = TelegramSink(telegram, outbox, max_pending=2, warn=warnings.append)
+            send, receive = trio.open_memory_channel[list[Alert]](0)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(sink.run, receive)
+                async with send:
+                    await send.send([make_alert(1, "42")])
+                    await fake.wait_for_messages(1)
+                    fake.token = "1:revoked-by-botfather"
+                    # More alerts than max_pending: the sink keeps reading, it never blocks
+                    # the run while it cannot deliver.
+                    for i in range(2, 12):
+                        await send.send([make_alert(i, "42", rule=f"r{i}")])
+                        await trio.sleep(2)
+            pending = await outbox.pending()
+    assert len(fake.messages) == 1
+    assert sorted(item.key for item in pending) == sorted(f"r{i}:{i}" for i in range(2, 12))
+    stats = sink.statistics()
+    assert (stats.sent, stats.pending, stats.failed) == (1, 10, 0)
+    assert stats.delivery_off is not None
+    assert stats.delivery_off.startswith("Telegram rejected the bot token (401 Unauthorized)")
+    # One attempt with the revoked token, then no more requests.
+    assert [r.status for r in fake.requests if r.method == "sendMessage"] == [200, 401]
+    assert len(warnings) == 2
+    assert "Telegram delivery is off for the rest of this run" in warnings[0]
+    assert warnings[1] == (
+        "10 alerts not delivered because Telegram rejected the bot token; they stay in the "
+        "outbox and go out on the next run with a valid token"
+    )
+
+
+async def test_sink_reports_alerts_left_pending_when_it_stops(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = FakeTelegram(delay=4)  # slower than the shutdown timeout allows
+    batches = [[make_alert(0, "42")], [make_alert(i, "42") for i in range(1, 51)]]
+    with trio.fail_after(60), FileOutbox(tmp_path / "outbox.jsonl") as outbox:
+        sink = await run_sink(fake, outbox, batches, shutdown_timeout=5)
+        assert len(await outbox.pending()) == 50
+    assert sink.statistics().pending == 50
+    # Without a warn callback the report goes to the irisflow.telegram logger.
+    reports = [r.getMessage() for r in caplog.records if r.name == "irisflow.telegram"]
+    assert reports == [
+        "50 alerts not delivered yet; they stay in the outbox and go out on the next run"
+    ]
+
+
+async def test_sink_goes_on_when_telegram_is_unreachable_at_start(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens there
+    warnings: list[str] = []
+    with trio.fail_after(600), FileOutbox(tmp_path / "outbox.jsonl") as outbox:
+        url = f"http://127.0.0.1:{port}"
+        async with open_telegram("1:some-token", api_url=url, max_attempts=2) as telegram:
+            sink = TelegramSink(telegram, outbox, shutdown_timeout=1, warn=warnings.append)
+            send, receive = trio.open_memory_channel[list[Alert]](1)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(sink.run, receive)
+                async with send:
+                    await send.send([make_alert(1, "42")])
         assert [item.key for item in await outbox.pending()] == ["whale:1"]
+    assert warnings[0].startswith("could not check the Telegram bot token (could not reach")
+    assert warnings[0].endswith("alerts are kept in the outbox and sent once Telegram answers")
+    assert warnings[-1] == (
+        "1 alert not delivered yet; it stays in the outbox and goes out on the next run"
+    )
 
 
 async def test_sink_burst_of_1000_stays_within_limits_and_folds(

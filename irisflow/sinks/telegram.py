@@ -11,10 +11,14 @@ message. Alerts of one rule for one chat that pile up meanwhile are folded into 
 into a queue of stale messages.
 
 A chat that Telegram refuses (blocked the bot, does not exist) is disabled and reported in
-:meth:`TelegramSink.statistics`; the other chats keep receiving. A bad token stops the sink with
-:class:`~irisflow.TelegramAuthError`. When Telegram is unreachable the sink backs off and keeps
-the alerts pending. On cancellation it finishes the message in flight within
-``shutdown_timeout`` seconds and leaves the rest pending in the outbox.
+:meth:`TelegramSink.statistics`; the other chats keep receiving. The token is checked with
+``getMe`` before the sink reports ready, so a bad token stops it with
+:class:`~irisflow.TelegramAuthError` before any event flows. A token rejected later (revoked
+mid-run) turns Telegram delivery off for the rest of the run instead: alerts are still recorded
+in the outbox, for the next run to send, and the run goes on. When Telegram is unreachable the
+sink backs off and keeps the alerts pending. On cancellation it finishes the message in flight
+within ``shutdown_timeout`` seconds and leaves the rest pending in the outbox; alerts left
+pending when it stops are reported once, through ``warn``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from __future__ import annotations
 import html
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NoReturn
 
 import attrs
@@ -48,6 +52,7 @@ from .._telegram import (
 __all__ = ["DisabledTarget", "TelegramSink", "TelegramSinkStatistics"]
 
 _LOGGER = logging.getLogger("irisflow.telegram")
+_CHECK_TIMEOUT = 15.0  # seconds for the getMe check at start, retries included
 
 
 @attrs.frozen
@@ -83,6 +88,9 @@ class TelegramSinkStatistics:
     """Alerts ignored because the outbox already knew their key for that chat."""
     disabled_targets: tuple[DisabledTarget, ...]
     """Chats Telegram refused, in the order they were disabled."""
+    delivery_off: str | None = None
+    """Why Telegram delivery was turned off for the rest of the run (the bot token was
+    rejected mid-run; alerts stay in the outbox); None while delivering."""
 
 
 @attrs.define(eq=False)
@@ -122,6 +130,10 @@ class TelegramSink:
         retry_backoff: Seconds to hold every chat after Telegram stayed unreachable; doubles
             on each further failure up to ``max_retry_backoff``.
         max_retry_backoff: Longest hold, seconds.
+        check_token: Check the token with ``getMe`` before reporting ready.
+        warn: Where one-line reports go: a chat disabled, the token rejected mid-run,
+            alerts left undelivered when the sink stops. Default: the ``irisflow.telegram``
+            logger, at WARNING.
 
     Raises:
         UsageError: a setting is out of range or ``default_chat`` is malformed.
@@ -141,6 +153,8 @@ class TelegramSink:
         shutdown_timeout: float = 5.0,
         retry_backoff: float = 5.0,
         max_retry_backoff: float = 300.0,
+        check_token: bool = True,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         if max_parts < 1 or max_pending < 1 or shutdown_timeout <= 0 or retry_backoff <= 0:
             raise UsageError(
@@ -163,10 +177,14 @@ class TelegramSink:
         self._retry_backoff = retry_backoff
         self._max_retry_backoff = max(max_retry_backoff, retry_backoff)
         self._backoff = retry_backoff
+        self._check_token = check_token
+        self._warn = warn
 
         self._waiting: dict[str, dict[str, list[_Waiting]]] = {}  # chat -> rule -> oldest first
         self._jobs: dict[str, _Job] = {}  # chat -> message being delivered
         self._count = 0  # alerts waiting or in a job
+        self._held = 0  # alerts left in the outbox, unqueued, while delivery is off
+        self._delivery_off: str | None = None
         self._seq = 0
         self._disabled: dict[str, DisabledTarget] = {}
         self._work = trio.Event()
@@ -188,12 +206,13 @@ class TelegramSink:
             sent=self._sent,
             messages=self._messages,
             digests=self._digests,
-            pending=self._count,
+            pending=self._count + self._held,
             retries=client.retries - self._base_retries + self._requeues,
             rate_limited=client.rate_limited - self._base_rate_limited,
             failed=self._failed,
             duplicates=self._duplicates,
             disabled_targets=tuple(self._disabled.values()),
+            delivery_off=self._delivery_off,
         )
 
     async def run(
@@ -204,15 +223,19 @@ class TelegramSink:
     ) -> None:
         """Deliver alerts from ``alerts`` until it is closed (then flush) or until cancelled.
 
-        Reports ready once the outbox was read. Call it once per sink.
+        Reports ready once the token was checked and the outbox was read. Alerts still
+        pending when it returns are reported through ``warn``. Call it once per sink.
 
         Raises:
             UsageError: an alert has a malformed target, or none and there is no default chat.
-            TelegramAuthError: Telegram rejected the bot token.
+            TelegramAuthError: Telegram rejected the bot token at start (a token rejected
+                later turns delivery off instead, see :attr:`TelegramSinkStatistics.delivery_off`).
         """
         if self._running:
             raise UsageError("TelegramSink.run() was already called; make a new sink")
         self._running = True
+        if self._check_token:
+            await self._check()
         for item in await self._outbox.pending():
             self._enqueue(item, resend=True)
         try:
@@ -227,6 +250,49 @@ class TelegramSink:
                 nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             _raise_lone(group)
+        finally:
+            self._report_pending()
+
+    async def _check(self) -> None:
+        """Ask ``getMe``: a rejected token fails now, before any alert is taken in."""
+        try:
+            with trio.move_on_after(_CHECK_TIMEOUT):
+                await self._telegram.get_me()
+                return
+            problem = f"no answer in {_CHECK_TIMEOUT:.0f} s"
+        except TelegramAuthError:
+            raise
+        except WorldError as exc:
+            problem = str(exc)
+        # Unreachable is not fatal: delivery backs off and the alerts wait in the outbox.
+        self._report(
+            f"could not check the Telegram bot token ({problem}); alerts are kept in the "
+            "outbox and sent once Telegram answers"
+        )
+
+    def _report(self, message: str) -> None:
+        if self._warn is None:
+            _LOGGER.warning("%s", message)
+        else:
+            self._warn(message)
+
+    def _report_pending(self) -> None:
+        pending = self._count + self._held
+        if not pending:
+            return
+        what, stays = (
+            (f"{pending} alerts", "they stay") if pending != 1 else ("1 alert", "it stays")
+        )
+        goes = "go out" if pending != 1 else "goes out"
+        if self._delivery_off is not None:
+            self._report(
+                f"{what} not delivered because Telegram rejected the bot token; {stays} in "
+                f"the outbox and {goes} on the next run with a valid token"
+            )
+        else:
+            self._report(
+                f"{what} not delivered yet; {stays} in the outbox and {goes} on the next run"
+            )
 
     # Receiving ----------------------------------------------------------------------------
 
@@ -247,6 +313,8 @@ class TelegramSink:
         for (alert, chat), new in zip(entries, added, strict=True):
             if not new:
                 self._duplicates += 1
+            elif self._delivery_off is not None:
+                self._held += 1  # recorded: the next run sends it
             elif chat in self._disabled:
                 reason = f"chat disabled: {self._disabled[chat].reason}"
                 await self._outbox.mark_failed(alert.key, chat, reason)
@@ -288,7 +356,7 @@ class TelegramSink:
     async def _deliver(self) -> None:
         try:
             with self._scope:
-                while not self._stopping:
+                while not self._stopping and self._delivery_off is None:
                     now = trio.current_time()
                     choice = self._choose(now)
                     if choice is None and self._input_done:
@@ -326,8 +394,8 @@ class TelegramSink:
                 parse_mode=job.parse_mode,
                 disable_notification=job.silent,
             )
-        except TelegramAuthError:
-            raise
+        except TelegramAuthError as exc:
+            self._turn_off(exc)
         except TelegramTargetError as exc:
             await self._disable(chat, exc)
         except TelegramMessageError as exc:
@@ -412,10 +480,24 @@ class TelegramSink:
         if exc.migrate_to_chat_id is not None:
             reason += f"; the group is now chat {exc.migrate_to_chat_id}"
         self._disabled[chat] = DisabledTarget(chat, reason)
-        _LOGGER.warning("Telegram chat %s disabled, its alerts are dropped: %s", chat, exc)
+        self._report(f"Telegram chat {chat} disabled for this run, its alerts are dropped: {exc}")
         job = self._jobs[chat]
         job.items += [w for group in self._waiting.pop(chat, {}).values() for w in group]
         await self._finish(job, sent=False, reason=f"chat disabled: {reason}")
+
+    def _turn_off(self, exc: TelegramAuthError) -> None:
+        """The token was rejected mid-run: stop sending, keep every alert in the outbox."""
+        self._delivery_off = str(exc)
+        # Nothing queued is ticked off: it stays pending in the outbox for the next run.
+        self._held += self._count
+        self._count = 0
+        self._waiting.clear()
+        self._jobs.clear()
+        self._room.set()
+        self._report(
+            f"{exc}; Telegram delivery is off for the rest of this run, alerts stay in the "
+            "outbox for the next run and the other outputs go on"
+        )
 
     async def _refused(self, job: _Job, exc: TelegramMessageError) -> None:
         if job.parse_mode is None:
