@@ -26,7 +26,7 @@ from typing import Protocol
 import attrs
 import trio
 
-from ._errors import DecodeError, IrisflowError, RecordingError
+from ._errors import DecodeError, IrisflowError, RecordingError, UsageError
 from ._events import Event, Gap
 from ._feed import ConnectionState, FeedItem, FeedStatistics, FeedStats, Frames, now_ns
 from ._pipeline import Pipeline
@@ -140,8 +140,6 @@ def parse_speed(text: str) -> float:
     Raises:
         UsageError: anything else.
     """
-    from ._errors import UsageError
-
     value = text.strip().lower()
     if value == "max":
         return math.inf
@@ -277,7 +275,12 @@ class Runner:
                         self._problem(f"line {item.line}", item.reason)
                         continue
                     if item.venue not in self._decoders:
-                        self._decoders[item.venue] = get_venue(item.venue).decoder()
+                        try:
+                            self._decoders[item.venue] = get_venue(item.venue).decoder()
+                        except UsageError as exc:  # a line naming a venue irisflow lacks
+                            line = item.first_line if isinstance(item, Frames) else 0
+                            self._problem(f"line {line}" if line else str(path), str(exc))
+                            continue
                     if math.isfinite(speed) and item.recv_ts:
                         if clock_start is None:
                             clock_start, recv_start = trio.current_time(), item.recv_ts

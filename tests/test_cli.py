@@ -420,3 +420,12 @@ def test_the_example_pipelines_run(name: str) -> None:
         assert any(e["kind"] == "alert" for e in jsonl(out))  # the config's rule fired
     code, out, _ = run("alerts", "list", "--config", str(config))
     assert "btc-dip" in out
+
+
+def test_a_line_of_an_unknown_venue_is_a_corrupt_line(tmp_path: Path) -> None:
+    good = sample_lines(3)
+    path = write(tmp_path / "r.jsonl", [good[0], good[1].replace(b'"binance"', b'"nope"'), good[2]])
+    code, out, err = run("replay", str(path), "--output", "jsonl")
+    assert code == 0
+    assert "line 2: unknown venue 'nope'" in err
+    assert len(jsonl(out)) >= 1
