@@ -8,23 +8,33 @@ import threading
 import traceback
 from pathlib import Path
 
+import psycopg
 import pytest
 from fix_db import fetch, fetch_one
+from typer.testing import CliRunner
 
+from irisflow._cli import app
 from irisflow._errors import DatabaseError, UsageError
 from irisflow._migrate import (
     MigrateReport,
+    connect,
     default_migrations_directory,
+    is_permanent,
     load_migrations,
     migrate,
     migration_status,
     redact_dsn,
     resolve_dsn,
+    scrub,
 )
 
 PLAIN = ["0001_core", "0002_pipeline", "0003_chain"]
 TIMESCALE = ["0004_timescale_hypertables", "0005_timescale_compression", "0006_timescale_ohlcv_1m"]
-LATER = ["0007_books_depth", "0008_window_results_key", "0009_chain_events"]
+LATER = ["0007_books_depth", "0008_window_results_key", "0009_chain_events", "0010_optional_ids"]
+TIMESCALE_LATER = ["0011_timescale_later_tables"]
+ALL = PLAIN + TIMESCALE + LATER + TIMESCALE_LATER
+SKIPPED = TIMESCALE + TIMESCALE_LATER  # on plain PostgreSQL
+VERSIONS = list(range(1, len(ALL) + 1))
 
 
 def names(states: tuple[object, ...] | list[object]) -> list[str]:
@@ -45,13 +55,73 @@ def timescale_installed(dsn: str) -> bool:
 def test_bundled_files_are_numbered_and_marked() -> None:
     migrations = load_migrations()
     assert default_migrations_directory() == Path(__file__).parent.parent / "migrations"
-    assert [m.name for m in migrations] == PLAIN + TIMESCALE + LATER
+    assert [m.name for m in migrations] == ALL
     for m in migrations:
         assert m.requires == (("timescaledb",) if "timescale" in m.name else ())
         assert len(m.checksum) == 64
-        # No destructive statements: undoing is a new file, never a DROP.
-        code = "\n".join(line.split("--")[0] for line in m.text.splitlines()).upper()
-        assert not re.search(r"\b(DROP|TRUNCATE|DELETE)\b", code), m.name
+        # No statement that destroys data: undoing is a new file.
+        assert destructive(m.text) == [], m.name
+
+
+def code_of(sql_text: str) -> str:
+    """The SQL without its ``--`` comments, upper case."""
+    return "\n".join(line.split("--")[0] for line in sql_text.splitlines()).upper()
+
+
+def destructive(sql_text: str) -> list[str]:
+    """Statements that would destroy data: any DROP but ``DROP NOT NULL`` and ``DROP INDEX``
+    (an index holds no data of its own), and DELETE and TRUNCATE."""
+    code = code_of(sql_text)
+    found = [
+        m.group(0)
+        for m in re.finditer(r"\bDROP\s+(\w+)(?:\s+(\w+))?", code)
+        if not (m.group(1) == "INDEX" or (m.group(1), m.group(2)) == ("NOT", "NULL"))
+    ]
+    return found + re.findall(r"\b(?:TRUNCATE|DELETE)\b", code)
+
+
+def test_destructive_statements_are_told_apart() -> None:
+    assert destructive("ALTER TABLE irisflow.t ALTER COLUMN c DROP NOT NULL;") == []
+    assert destructive("DROP INDEX irisflow.k; DROP INDEX IF EXISTS irisflow.j;") == []
+    assert destructive("-- DROP TABLE in a comment\nSELECT 1;") == []
+    assert destructive("DROP TABLE irisflow.t;") == ["DROP TABLE IRISFLOW"]
+    assert destructive("drop schema irisflow cascade") == ["DROP SCHEMA IRISFLOW"]
+    assert destructive("ALTER TABLE t DROP COLUMN c") == ["DROP COLUMN C"]
+    assert destructive("DELETE FROM t; TRUNCATE t") == ["DELETE", "TRUNCATE"]
+
+
+TIMESCALE_ONLY = re.compile(
+    r"\b(?:create_hypertable|add_compression_policy|remove_compression_policy|decompress_chunk"
+    r"|add_continuous_aggregate_policy|time_bucket|timescaledb\.\w+|timescaledb_information)\b",
+    re.IGNORECASE,
+)
+GUARD = re.compile(
+    r"IF EXISTS \(SELECT 1 FROM irisflow\.schema_migrations WHERE version = (\d+) AND"
+    r" mode = 'timescaledb'\) THEN(.*?)END IF;",
+    re.DOTALL,
+)
+
+
+def test_timescaledb_calls_live_in_requires_files() -> None:
+    """What the audit found: 0007-0009 are plain files with TimescaleDB calls inside, each
+    under a guard that runs it only when a requires-timescaledb file was applied in
+    timescaledb mode (so never on plain PostgreSQL); 0011 holds what they meant. Later plain
+    files must hold no TimescaleDB call at all, guarded or not."""
+    migrations = {m.version: m for m in load_migrations()}
+    guarded_files = set()
+    for m in migrations.values():
+        if "timescaledb" in m.requires:
+            continue
+        code = "\n".join(line.split("--")[0] for line in m.text.splitlines())
+        for guard in GUARD.finditer(code):
+            if TIMESCALE_ONLY.search(guard.group(2)):
+                guarded_files.add(m.name)
+                assert "timescaledb" in migrations[int(guard.group(1))].requires, m.name
+        assert not TIMESCALE_ONLY.search(GUARD.sub("", code)), m.name
+    assert guarded_files == set(LATER[:3])  # the legacy files, which may not be edited
+    later = migrations[11].text
+    for table in ("books", "window_results", "blocks", "logs", "gaps"):
+        assert f"create_hypertable('irisflow.{table}'" in later, table
 
 
 def test_misnamed_and_duplicate_files_are_refused(tmp_path: Path) -> None:
@@ -78,7 +148,7 @@ def test_migrate_from_empty_then_rerun_is_a_noop(empty_db: str) -> None:
     if timescale_installed(empty_db):  # pragma: no cover - not on the plain CI server
         assert report.mode == "timescaledb"
         return
-    assert names(report.skipped) == TIMESCALE
+    assert names(report.skipped) == SKIPPED
     assert report.mode == "plain"
     assert report.lines()[-1] == "plain PostgreSQL mode"
     assert any("timescaledb" in note for note in report.notes)
@@ -123,11 +193,9 @@ def test_status_tracks_applied_skipped_pending(empty_db: str) -> None:
     migrate(empty_db)
     states = {s.name: s.state for s in migration_status(empty_db)}
     if not timescale_installed(empty_db):
-        assert states == dict.fromkeys(PLAIN + LATER, "applied") | dict.fromkeys(
-            TIMESCALE, "skipped"
-        )
+        assert states == dict.fromkeys(PLAIN + LATER, "applied") | dict.fromkeys(SKIPPED, "skipped")
     rows = fetch(empty_db, "SELECT version, mode FROM irisflow.schema_migrations ORDER BY 1")
-    assert [v for v, _ in rows] == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert [v for v, _ in rows] == VERSIONS
 
 
 @pytestmark_db
@@ -145,7 +213,7 @@ def test_dry_run_plans_without_applying(empty_db: str) -> None:
     migrate(empty_db, to=1)
     plan = migrate(empty_db, dry_run=True, to=2)
     assert names(plan.applied) == ["0002_pipeline"]
-    assert names(plan.pending) == ["0003_chain", *TIMESCALE, *LATER]
+    assert names(plan.pending) == ["0003_chain", *TIMESCALE, *LATER, *TIMESCALE_LATER]
     assert fetch_one(empty_db, "SELECT count(*) FROM irisflow.schema_migrations") == 1
 
 
@@ -153,13 +221,12 @@ def test_dry_run_plans_without_applying(empty_db: str) -> None:
 def test_to_applies_up_to_a_number(empty_db: str) -> None:
     report = migrate(empty_db, to=2)
     assert names(report.applied) == ["0001_core", "0002_pipeline"]
-    assert names(report.pending) == ["0003_chain", *TIMESCALE, *LATER]
+    assert names(report.pending) == ["0003_chain", *TIMESCALE, *LATER, *TIMESCALE_LATER]
     assert "left pending 0003_chain (past --to)" in report.lines()
     assert fetch_one(empty_db, "SELECT to_regclass('irisflow.blocks')") is None
     assert names(migrate(empty_db).applied) == ["0003_chain", *LATER]
-    with pytest.raises(
-        UsageError, match=r"no migration numbered 42 \(have: 1, 2, 3, 4, 5, 6, 7, 8, 9\)"
-    ):
+    have = ", ".join(map(str, VERSIONS))
+    with pytest.raises(UsageError, match=rf"no migration numbered 42 \(have: {have}\)"):
         migrate(empty_db, to=42)
 
 
@@ -210,7 +277,59 @@ def test_concurrent_migrates_apply_once(empty_db: str) -> None:
     assert len(reports) == 2
     applied = sorted(n for r in reports for n in names(r.applied))
     assert applied == sorted(PLAIN + LATER)  # each file applied by exactly one of the two
-    assert fetch_one(empty_db, "SELECT count(*) FROM irisflow.schema_migrations") == 9
+    assert fetch_one(empty_db, "SELECT count(*) FROM irisflow.schema_migrations") == len(ALL)
+
+
+@pytestmark_db
+def test_0010_leaves_compressed_hypertables_to_0011(empty_db: str) -> None:
+    # Under TimescaleDB with compression (0005 applied), 0010 must not touch trades, quotes
+    # and book_updates (TimescaleDB refuses it); 0011 does. Plain PostgreSQL cannot run 0011,
+    # so play the database that went through 0005 in timescaledb mode: 0010 skips them.
+    try:
+        migrate(empty_db, to=9)
+        fetch(
+            empty_db, "UPDATE irisflow.schema_migrations SET mode = 'timescaledb' WHERE version = 5"
+        )
+        migrate(empty_db, to=10)
+        nullable = dict(
+            fetch(
+                empty_db,
+                "SELECT table_name || '.' || column_name, is_nullable FROM"
+                " information_schema.columns WHERE table_schema = 'irisflow' AND column_name IN"
+                " ('trade_id', 'bid_qty', 'first_update_id') AND table_name <> 'tickers'",
+            )
+        )
+        assert nullable == {
+            "trades.trade_id": "NO", "quotes.bid_qty": "NO", "book_updates.first_update_id": "NO",
+        }  # fmt: skip
+        indexes = {
+            n
+            for (n,) in fetch(
+                empty_db, "SELECT indexname FROM pg_indexes WHERE schemaname = 'irisflow'"
+            )
+        }
+        assert "tickers_event_key" in indexes  # not compressed: changed in both modes
+        assert "tickers_natural_key" not in indexes
+        assert {"trades_natural_key", "quotes_natural_key", "book_updates_natural_key"} <= indexes
+        assert not {"trades_event_key", "quotes_event_key", "book_updates_event_key"} & indexes
+    finally:
+        fetch(empty_db, "DROP SCHEMA IF EXISTS irisflow CASCADE")
+
+
+@pytestmark_db
+def test_0010_makes_ids_optional_and_keeps_keys(empty_db: str) -> None:
+    migrate(empty_db)
+    insert = (
+        "INSERT INTO irisflow.trades (venue, symbol, ts, recv_ts, price, qty, side, trade_id)"
+        " VALUES ('polygon', 'X:BTCUSD', '2026-01-01Z', '2026-01-01Z', %s, 1, 'buy', %s)"
+        " ON CONFLICT DO NOTHING"
+    )
+    for price, trade_id in [(1, None), (1, None), (2, None), (1, 7), (1, 7)]:
+        fetch(empty_db, insert, (price, trade_id))
+    # Without an id, the rest of the trade is the key; with one, the id (as before).
+    assert fetch(empty_db, "SELECT price, trade_id FROM irisflow.trades ORDER BY 2, 1") == [
+        (1, 7), (1, None), (2, None)
+    ]  # fmt: skip
 
 
 @pytestmark_db
@@ -303,11 +422,35 @@ def test_resolve_dsn_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert resolve_dsn(None) == "postgresql://only-generic"
 
 
+def test_resolve_dsn_strips_whitespace_quotes_and_comments(tmp_path: Path) -> None:
+    url = "postgresql://u:pw@h/db"
+    assert resolve_dsn(f" {url}\n", environ={}, cwd=tmp_path) == url
+    assert resolve_dsn(f'"{url}"', environ={}, cwd=tmp_path) == url
+    assert resolve_dsn(f"' {url} '", environ={}, cwd=tmp_path) == url
+    assert resolve_dsn("  ", environ={"DATABASE_URL": f"'{url}'"}, cwd=tmp_path) == url
+    cases = {
+        # The comment goes before the quotes: the value is what is inside them.
+        f'IRISFLOW_DATABASE_URL="{url}"  # the comment': url,
+        f"IRISFLOW_DATABASE_URL='{url}' # comment": url,
+        f"IRISFLOW_DATABASE_URL={url} # comment": url,
+        # A '#' is a comment only after whitespace and outside quotes.
+        "IRISFLOW_DATABASE_URL=postgresql://u:p#w@h/db": "postgresql://u:p#w@h/db",
+        'IRISFLOW_DATABASE_URL="postgresql://u:p #w@h/db" # c': "postgresql://u:p #w@h/db",
+        f"export IRISFLOW_DATABASE_URL=  {url}  ": url,
+    }
+    for line, expected in cases.items():
+        (tmp_path / ".env").write_text(line + "\n")
+        assert resolve_dsn(None, environ={}, cwd=tmp_path) == expected, line
+
+
 def test_resolve_dsn_without_any_setting(tmp_path: Path) -> None:
     with pytest.raises(
         UsageError, match="no database configured: pass --dsn or set IRISFLOW_DATABASE_URL"
     ):
         resolve_dsn(None, environ={}, cwd=tmp_path)
+
+
+SECRET = "Sup3r-Secret-Pw"
 
 
 @pytest.mark.parametrize(
@@ -322,13 +465,117 @@ def test_resolve_dsn_without_any_setting(tmp_path: Path) -> None:
         ("host=db password = 'hunt er\\'22' user=bob", "host=db password = *** user=bob"),
         ("password=hunter22", "password=***"),
         ("host=db user=bob", "host=db user=bob"),
+        # Wrapped in whitespace or quotes (a shell, an editor, a .env file kept them).
+        (" postgresql://u:Secret99@127.0.0.1:5999/x", "postgresql://u:***@127.0.0.1:5999/x"),
+        ('"postgresql://u:Secret99@h/x"', "postgresql://u:***@h/x"),
+        ("'host=db password=Secret99'", "host=db password=***"),
+        # Not at the start: still redacted.
+        ("x postgresql://u:Secret99@h/x", "x postgresql://u:***@h/x"),
+        ("dbname=x sslpassword=Secret99", "dbname=x sslpassword=***"),
     ],
 )
 def test_redact_dsn(dsn: str, redacted: str) -> None:
     assert redact_dsn(dsn) == redacted
 
 
-SECRET = "Sup3r-Secret-Pw"
+def test_scrub_redacts_any_credentials_in_a_text() -> None:
+    text = (
+        'missing "=" after ""postgresql://u:Secret99@127.0.0.1:5999/x"" in connection info; '
+        "retry with bob:hunter22@db or PGPASSWORD=hunter22 or password = 'a b' at 12:30"
+    )
+    assert scrub(text, "") == (
+        'missing "=" after ""postgresql://u:***@127.0.0.1:5999/x"" in connection info; '
+        "retry with bob:***@db or PGPASSWORD=*** or password = *** at 12:30"
+    )
+    # The DSN's own password goes wherever it appears, however the DSN was wrapped.
+    assert scrub("it was Secret-99 all along", ' "host=h password=Secret-99" ') == (
+        "it was *** all along"
+    )
+
+
+LEAKS = [
+    " postgresql://u:Secret99@127.0.0.1:1/x",
+    '"postgresql://u:Secret99@127.0.0.1:1/x"',
+    "'postgresql://u:Secret99@127.0.0.1:1/x'",
+    "\tpostgresql://u:Secret99@127.0.0.1:1/x ",
+    "x postgresql://u:Secret99@127.0.0.1:1/x",  # no cleaning helps: redacting must
+    "host=127.0.0.1 port=1 password=Secret99 dbname",
+]
+
+
+@pytest.mark.parametrize("dsn", LEAKS)
+def test_cli_never_prints_a_password(
+    dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("IRISFLOW_DATABASE_URL", raising=False)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    result = CliRunner().invoke(app, ["migrate", "--dsn", dsn])
+    assert result.exit_code != 0
+    assert "Secret99" not in result.stdout + result.stderr
+    assert "***" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'IRISFLOW_DATABASE_URL="postgresql://u:Secret99@127.0.0.1:1/db"  # comment',
+        "DATABASE_URL='postgresql://u:Secret99@127.0.0.1:1/db' # comment",
+        "IRISFLOW_DATABASE_URL=postgresql://u:Secret99@127.0.0.1:1/db # comment",
+        'IRISFLOW_DATABASE_URL="postgresql://u:Secret99@127.0.0.1:1/db',  # no closing quote
+    ],
+)
+def test_cli_never_prints_a_password_from_dotenv(
+    line: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("IRISFLOW_DATABASE_URL", raising=False)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    (tmp_path / ".env").write_text(line + "\n")
+    result = CliRunner().invoke(app, ["migrate"])
+    assert result.exit_code != 0
+    assert "Secret99" not in result.stdout + result.stderr
+    assert "could not connect to PostgreSQL (postgresql://u:***@127.0.0.1:1/db)" in result.stderr
+
+
+def test_permanent_connection_failures_are_told_apart() -> None:
+    refused = [
+        'connection failed: FATAL:  password authentication failed for user "bob"',
+        'FATAL:  role "bob" does not exist',
+        'FATAL:  role "bob" is not permitted to log in',
+        'FATAL:  database "nope" does not exist',
+        'FATAL:  no pg_hba.conf entry for host "10.0.0.1", user "bob"',
+        'connection is bad: invalid port number: "99999"',
+        'connection is bad: invalid sslmode value: "bogus"',
+        'FATAL:  unrecognized configuration parameter "foo"',
+        "fe_sendauth: no password supplied",
+    ]
+    transient = [
+        'connection to server at "127.0.0.1", port 1 failed: Connection refused',
+        "server closed the connection unexpectedly",
+        "FATAL:  the database system is starting up",
+        "FATAL:  sorry, too many clients already",
+        "timeout expired",
+        'could not translate host name "db" to address: Temporary failure in name resolution',
+    ]
+    assert [is_permanent(psycopg.OperationalError(m)) for m in refused] == [True] * len(refused)
+    assert not any(is_permanent(psycopg.OperationalError(m)) for m in transient)
+    assert is_permanent(UsageError("bad DSN"))
+
+
+@pytestmark_db
+def test_a_dsn_the_server_refuses_is_a_usage_error(pg_server_dsn: str) -> None:
+    from psycopg.conninfo import make_conninfo
+
+    for dsn in (
+        make_conninfo(pg_server_dsn, port="99999", password=SECRET),
+        make_conninfo(pg_server_dsn, options="-c no_such.setting_x=1 -c nosuch=1"),
+        make_conninfo(pg_server_dsn, user="irisflow_no_such_role", password=SECRET),
+    ):
+        with pytest.raises(UsageError, match="PostgreSQL refused the connection") as err:
+            connect(dsn)
+        assert SECRET not in "".join(traceback.format_exception(err.value))
+        assert "retrying will not help" in str(err.value)
 
 
 @pytestmark_db

@@ -30,7 +30,7 @@ from irisflow._chain import (
     scale,
 )
 from irisflow._errors import UsageError
-from irisflow._events import Book, Event, Trade, to_datetime
+from irisflow._events import Book, BookUpdate, Candle, Event, Gap, Quote, Ticker, Trade, to_datetime
 from irisflow._join import joined_class
 from irisflow._jsonl import iso_time
 from irisflow._migrate import migrate
@@ -243,11 +243,16 @@ async def test_rsi_spike_join_and_late_round_trip(migrated_db: str) -> None:
     assert by_kind["late"][6] == {
         "watermark": "2026-01-01T00:01:30Z",
         "event": {
-            "kind": "trade", "venue": "binance", "symbol": "BTCUSDT",
-            "ts": iso_time(late_trade.ts), "recv_ts": iso_time(late_trade.recv_ts),
-            "price": "44999", "qty": "0.5", "side": "buy", "trade_id": 9,
+            "kind": "trade",
+            # Every field of the event, whatever fields Trade has.
+            **{
+                f.name: json_value(getattr(late_trade, f.name), time=bool(f.metadata.get("time")))
+                for f in attrs.fields(Trade)
+            },
         },
-    }  # fmt: skip
+    }
+    assert by_kind["late"][6]["event"]["price"] == "44999"
+    assert by_kind["late"][6]["event"]["trade_id"] == 9
 
     again = await run_sink(migrated_db, [[rsi, spike, *joined, late]])
     assert count(migrated_db, "window_results") == 5
@@ -566,3 +571,93 @@ def test_rows_stored_before_the_new_keys_are_kept(empty_db: str) -> None:
     ) == [(7, "0x07", "0x06", None, False)]
     # The old tables stay, renamed, for an operator to drop once satisfied.
     assert fetch_one(empty_db, "SELECT count(*) FROM irisflow.books_0001") == 1
+
+
+# --------------------------------------------------------------------------- optional ids (0010)
+
+MARKET = ["trades", "quotes", "candles", "tickers", "books", "book_updates", "gaps"]
+
+
+def market_counts(dsn: str) -> dict[str, int]:
+    return {table: count(dsn, table) for table in MARKET}
+
+
+def id_less_events() -> list[Event]:
+    """One of every market kind with every optional field None, as venues emit them."""
+    d = Decimal
+    head: dict[str, Any] = {"venue": "polygon", "symbol": "X:BTCUSD", "ts": T0, "recv_ts": T0 + 5}
+    kraken: dict[str, Any] = {**head, "venue": "kraken", "symbol": "BTC/USD"}
+    level = ((d("94000.1"), d("0.5")),)
+    return [
+        # Polygon crypto trades without an id: two trades of one instant are two rows.
+        Trade(**head, price=d("94000"), qty=d("0.1"), side="buy", trade_id=None),
+        Trade(**head, price=d("94000.5"), qty=d("0.1"), side="buy", trade_id=None),
+        # Polygon forex quotes carry no sizes.
+        Quote(**{**head, "symbol": "EUR/USD"}, bid_price=d("1.1"), bid_qty=None,
+              ask_price=d("1.2"), ask_qty=None),
+        Candle(**head, interval="1m", start=T0 - 60 * S, end=T0, open=d(1), high=d(2),
+               low=d(1), close=d(2), volume=d(3), quote_volume=None, trades=None),
+        # Binance: a mini ticker and a full ticker of the same second.
+        Ticker("binance", "BTCUSDT", T0, T0 + 5, "24h", d("94000"), d("93000"), d("95000"),
+               d("92000"), d("100"), d("9400000")),
+        Ticker("binance", "BTCUSDT", T0, T0 + 6, "24h", d("94000"), d("93000"), d("95000"),
+               d("92000"), d("100"), d("9400000"), d("1000"), d("1.07"), d("93900"),
+               d("93999"), d("1"), d("94001"), d("2"), 12345),
+        # Kraken books and diffs have no update ids; two diffs of one instant are two rows.
+        Book(**kraken, update_id=None, bids=level, asks=level),
+        BookUpdate(**kraken, first_update_id=None, last_update_id=None, bids=level, asks=()),
+        BookUpdate(**kraken, first_update_id=None, last_update_id=None, bids=(), asks=level),
+        Gap(venue="kraken", symbol="*", ts=T0, recv_ts=T0, streams=("book",), start=T0 - S,
+            end=T0, cause="connection closed (1006)"),
+    ]  # fmt: skip
+
+
+async def test_every_kind_with_its_optional_fields_missing_is_stored_once(
+    migrated_db: str,
+) -> None:
+    events = id_less_events()
+    first = await run_sink(migrated_db, [events])
+    stats = first.statistics()
+    assert (stats.rows_written, stats.rows_rejected, stats.last_error) == (len(events), 0, None)
+    assert market_counts(migrated_db) == {
+        "trades": 2, "quotes": 1, "candles": 1, "tickers": 2, "books": 1, "book_updates": 2,
+        "gaps": 1,
+    }  # fmt: skip
+    assert fetch(migrated_db, "SELECT trade_id FROM irisflow.trades") == [(None,), (None,)]
+    assert fetch(migrated_db, "SELECT bid_qty, ask_qty FROM irisflow.quotes") == [(None, None)]
+    assert fetch(migrated_db, "SELECT vwap IS NULL, trades FROM irisflow.tickers ORDER BY 1") == [
+        (False, 12345),
+        (True, None),
+    ]
+    # Replayed (one by one, so each goes through its own chunk): every row is a duplicate.
+    second = await run_sink(migrated_db, [[e] for e in reversed(events)], batch_rows=1)
+    assert market_counts(migrated_db)["trades"] == 2
+    assert sum(market_counts(migrated_db).values()) == len(events)
+    assert second.statistics().rows_duplicate == len(events)
+    assert second.statistics().rows_rejected == 0
+
+
+async def test_kraken_book_updates_without_ids_are_stored_not_bisected(migrated_db: str) -> None:
+    # Before 0010 every one of them was refused: each chunk bisected down to single rows.
+    updates = [
+        BookUpdate("kraken", "BTC/USD", T0 + i * 1000, T0 + i * 1000, None, None,
+                   ((Decimal(94000 + i % 50), Decimal(i % 7)),), ())
+        for i in range(5000)
+    ]  # fmt: skip
+    updates += updates[:100]  # a reconnect's overlap
+    sink = await run_sink(migrated_db, [updates[i : i + 1000] for i in range(0, 5100, 1000)])
+    stats = sink.statistics()
+    assert (stats.rows_written, stats.rows_duplicate, stats.rows_rejected) == (5100, 100, 0)
+    assert count(migrated_db, "book_updates") == 5000
+
+
+async def test_a_trade_and_an_aggtrade_with_one_number_are_two_rows(migrated_db: str) -> None:
+    fill = trade(1, "94000", trade_id=77)
+    agg = attrs.evolve(fill, aggregate=True)  # Binance aggTrade: its id is an aggregate id
+    await run_sink(migrated_db, [[fill, agg]])
+    again = await run_sink(migrated_db, [[agg], [fill]], batch_rows=1)
+    assert fetch(migrated_db, "SELECT trade_id, aggregate FROM irisflow.trades ORDER BY 2") == [
+        (77, False),
+        (77, True),
+    ]
+    assert again.statistics().rows_duplicate == 2

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
+import traceback
+from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +15,10 @@ import orjson
 import psycopg
 import pytest
 import trio
+import trio.testing
 from fix_db import fetch, fetch_one
 from fix_proxy import TcpProxy
+from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from irisflow._alert import Alert
@@ -48,6 +54,11 @@ def make_alert(i: int, *targets: str, rule: str = "whale") -> Alert:
         key=f"{rule}:{i}",
         targets=targets,
     )
+
+
+def trade_event(i: int) -> Trade:
+    """Not an alert: the alert sink passes it by."""
+    return Trade("binance", "BTCUSDT", T0 + i, T0 + i, Decimal(1), Decimal(1), "buy", i)
 
 
 def rows(dsn: str) -> list[tuple[Any, ...]]:
@@ -157,21 +168,138 @@ async def test_a_reply_lost_with_the_connection_is_neither_lost_nor_doubled(
 async def test_reconnects_after_an_outage(migrated_db: str, pg_proxy: TcpProxy) -> None:
     dsn = make_conninfo(pg_proxy.dsn(migrated_db), password=PASSWORD)
     with trio.fail_after(DEADLINE):
-        async with open_postgres_outbox(dsn, backoff=0.05, max_attempts=50) as outbox:
+        async with open_postgres_outbox(dsn, backoff=0.05) as outbox:
             assert await outbox.add(make_alert(1), "42")
             await pg_proxy.cut()
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(outbox.mark_sent, "whale:1", "42", 5)
-                await trio.sleep(0.2)  # a few failed attempts
-                pg_proxy.restore()
+            await outbox.mark_sent("whale:1", "42", 5)  # waits in memory
+            await wait_for(lambda: outbox.statistics().retries >= 2)
+            assert outbox.statistics().buffered == 1
+            pg_proxy.restore()
             assert await outbox.pending() == []
             assert pg_proxy.accepted >= 2
+            stats = outbox.statistics()
+            assert (stats.state, stats.buffered, stats.recorded_late) == ("ok", 0, 1)
             await pg_proxy.cut()
-        with pytest.raises(DatabaseError) as info:
-            async with open_postgres_outbox(dsn, backoff=0.01, max_attempts=2):
-                pass
-    assert PASSWORD not in str(info.value)
-    assert "***" in str(info.value)
+        # Opening while PostgreSQL is away is no error: the outbox keeps trying.
+        async with open_postgres_outbox(dsn, backoff=0.01) as outbox:
+            stats = outbox.statistics()
+            assert stats.state == "retrying"
+            assert stats.last_error is not None
+            assert PASSWORD not in stats.last_error
+            assert "***" in stats.last_error
+            assert PASSWORD not in repr(outbox)
+    assert rows(migrated_db) == [("whale:1|42", "sent", True, "42")]
+
+
+async def wait_for(condition: Callable[[], bool], step: float = 0.01) -> None:
+    """Poll ``condition`` while the outbox works in threads (under the caller's deadline)."""
+    while not condition():  # noqa: ASYNC110
+        await trio.sleep(step)
+
+
+async def test_an_outage_longer_than_the_old_retry_budget_loses_nothing(
+    migrated_db: str, pg_proxy: TcpProxy, mock_clock: trio.testing.MockClock
+) -> None:
+    # The outbox used to give up after 5 attempts (~7.5 s), which ended the whole run.
+    mock_clock.autojump_threshold = 0.1  # virtual time; jumps only while no thread works
+    dsn = make_conninfo(pg_proxy.dsn(migrated_db), password=PASSWORD)
+    a, b, c, d = (make_alert(i) for i in range(1, 5))
+    with trio.fail_after(600):
+        async with open_postgres_outbox(dsn) as outbox:
+            assert await outbox.add(a, "42")
+            await pg_proxy.cut()
+            started = trio.current_time()
+            # Alerts keep flowing: answered from memory, recorded later.
+            assert await outbox.add_many([(b, "42"), (c, "42"), (a, "42")]) == [True, True, False]
+            await outbox.mark_sent(a.key, "42", 7)
+            assert await outbox.store([d]) == 1
+            assert await outbox.pending() == [OutboxItem(b, "42"), OutboxItem(c, "42")]
+            await trio.sleep(120)
+            stats = outbox.statistics()
+            assert (stats.state, stats.buffered, stats.backpressure) == ("down", 3, False)
+            assert stats.retries >= 5
+            pg_proxy.restore()
+            await wait_for(lambda: outbox.statistics().buffered == 0, step=1)  # the writer
+            assert trio.current_time() - started > 60
+            assert outbox.statistics().state == "ok"
+            assert await outbox.pending() == [OutboxItem(b, "42"), OutboxItem(c, "42")]
+    assert rows(migrated_db) == [
+        ("whale:1|42", "sent", True, "42"),
+        ("whale:2|42", "pending", False, "42"),
+        ("whale:3|42", "pending", False, "42"),
+        ("whale:4|", "stored", False, ""),
+    ]
+
+
+async def test_store_only_alert_sink_survives_a_long_outage(
+    migrated_db: str, pg_proxy: TcpProxy, mock_clock: trio.testing.MockClock
+) -> None:
+    # `--alert --db` without Telegram: the run goes on through the outage and stores all.
+    mock_clock.autojump_threshold = 0.1
+    sink = AlertSink(None, dsn=make_conninfo(pg_proxy.dsn(migrated_db), password=PASSWORD))
+    send, receive = trio.open_memory_channel[list[Any]](4)
+    with trio.fail_after(600):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sink.run, receive)
+            async with send:
+                await send.send([make_alert(1)])
+                await pg_proxy.cut()
+                for i in range(2, 12):
+                    await send.send([make_alert(i), trade_event(i)])
+                    await trio.sleep(5)  # 50 s of outage in all
+                pg_proxy.restore()
+    stored = fetch(migrated_db, "SELECT id, payload->>'state' FROM irisflow.alerts ORDER BY 1")
+    assert sorted(stored) == sorted((f"whale:{i}|", "stored") for i in range(1, 12))
+
+
+async def test_writes_not_recorded_at_shutdown_are_counted(
+    migrated_db: str, pg_proxy: TcpProxy, mock_clock: trio.testing.MockClock
+) -> None:
+    mock_clock.autojump_threshold = 0.1
+    dsn = make_conninfo(pg_proxy.dsn(migrated_db), password=PASSWORD)
+
+    async def write_then_stop() -> None:
+        async with open_postgres_outbox(dsn, shutdown_timeout=30) as outbox:
+            assert await outbox.add(make_alert(1), "42")
+            await pg_proxy.cut()
+            assert await outbox.add_many([(make_alert(2), "42"), (make_alert(3), "42")])
+            await outbox.mark_sent("whale:1", "42", 5)
+            await outbox.mark_failed("whale:2", "42", "chat disabled")
+
+    with trio.fail_after(600), pytest.raises(DatabaseError) as err:
+        await write_then_stop()
+    message = str(err.value)
+    assert "stopped with 3 write(s) not recorded in PostgreSQL after trying for 30s" in message
+    assert "(alerts to record: 2, delivered marks: 1, failed marks: 1)" in message
+    assert PASSWORD not in "".join(traceback.format_exception(err.value))
+    assert rows(migrated_db) == [("whale:1|42", "pending", False, "42")]
+
+
+@pytest.fixture
+def nologin_role(pg_server_dsn: str) -> Iterator[str]:
+    """A role that may not log in (this server trusts any password on loopback, so a wrong
+    password cannot be shown; the refusal is the same kind of permanent error)."""
+    role = f"irisflow_outbox_nologin_{os.getpid()}"
+    ident = sql.Identifier(role)
+    fetch(pg_server_dsn, sql.SQL("DROP ROLE IF EXISTS {}").format(ident).as_string())
+    fetch(pg_server_dsn, sql.SQL("CREATE ROLE {} NOLOGIN").format(ident).as_string())
+    try:
+        yield role
+    finally:
+        fetch(pg_server_dsn, sql.SQL("DROP ROLE IF EXISTS {}").format(ident).as_string())
+
+
+@pytest.mark.parametrize("refusal", ["bad port", "role may not log in"])
+async def test_a_dsn_the_server_refuses_fails_fast(
+    migrated_db: str, nologin_role: str, refusal: str
+) -> None:
+    change = {"port": "99999"} if refusal == "bad port" else {"user": nologin_role}
+    dsn = make_conninfo(migrated_db, password=PASSWORD, **change)
+    # No retries: the old outbox took 5 attempts (~7.5 s) before failing.
+    with trio.fail_after(3), pytest.raises(UsageError, match="refused the connection") as err:
+        async with open_postgres_outbox(dsn):
+            pytest.fail("opened")
+    assert PASSWORD not in "".join(traceback.format_exception(err.value))
 
 
 async def test_without_telegram_alerts_are_stored(migrated_db: str, tmp_path: Path) -> None:

@@ -5,8 +5,9 @@ These tests wait on real database I/O, always under a ``trio.fail_after`` deadli
 
 from __future__ import annotations
 
+import os
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -17,6 +18,7 @@ import trio
 import trio.testing
 from fix_db import fetch, fetch_one
 from fix_proxy import TcpProxy
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from irisflow._errors import DatabaseError, UsageError
@@ -31,6 +33,7 @@ from irisflow._events import (
     Trade,
     to_datetime,
 )
+from irisflow.sinks._pg_tables import Table
 from irisflow.sinks.postgres import PostgresSink
 
 pytestmark = pytest.mark.postgres
@@ -453,3 +456,94 @@ async def test_proxy_cut_resets_and_refuses(db_dsn: str, pg_proxy: TcpProxy) -> 
         assert await trio.to_thread.run_sync(fetch_one, dsn, "SELECT 2") == 2
         await trio.testing.wait_all_tasks_blocked()  # the proxy sees the client leave
         assert pg_proxy.connections == 0
+
+
+# --------------------------------------------------------------------------- rejects, refusals
+
+
+def bad_trade(i: int) -> Trade:
+    return attrs.evolve(trade(i), symbol="BTC\x00USDT")  # PostgreSQL text cannot hold NUL
+
+
+def counting_stores(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count write attempts (each one a savepoint) by patching ``Table.store``."""
+    calls: list[int] = []
+    real = Table.store
+
+    def store(self: Table, conn: Any, events: Sequence[Any]) -> int:
+        calls.append(len(events))
+        return real(self, conn, events)
+
+    monkeypatch.setattr(Table, "store", store)
+    return calls
+
+
+async def test_a_kind_rejected_again_and_again_stops_being_bisected(
+    migrated_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = counting_stores(monkeypatch)
+    quote = one_of_each()[1]
+    batches = [
+        [bad_trade(i) for i in range(2000)] + [quote],
+        trades(0, 10),  # after the cap, the kind is dropped as it arrives
+    ]
+    sink = await run_sink(migrated_db, batches, reject_limit=5, batch_rows=5000)
+    stats = sink.statistics()
+    assert stats.rows_rejected == 5
+    assert stats.disabled_kinds == ("trade",)
+    assert stats.events_skipped == 2000 - 5 + 10
+    assert stats.rows_written == 1  # the quote: other kinds go on
+    assert stats.last_error is not None
+    assert "stopped writing trade rows: the last 5 were all rejected" in stats.last_error
+    assert "irisflow migrate --status" in stats.last_error
+    assert stored_trade_ids(migrated_db) == []
+    assert table_counts(migrated_db)["quotes"] == 1
+    # Bisecting 2000 bad rows down to each one would take ~4000 attempts.
+    assert len(calls) < 40, len(calls)
+
+
+async def test_rejects_between_accepted_rows_are_not_in_a_row(migrated_db: str) -> None:
+    batch: list[Event] = []
+    for i in range(0, 40, 2):
+        batch += [bad_trade(i), trade(i + 1)]
+    sink = await run_sink(migrated_db, [batch], reject_limit=2)
+    stats = sink.statistics()
+    assert (stats.rows_rejected, stats.rows_written, stats.disabled_kinds) == (20, 20, ())
+    assert stored_trade_ids(migrated_db) == list(range(1, 40, 2))
+
+
+@pytest.fixture
+def nologin_role(pg_server_dsn: str) -> Iterator[str]:
+    """A role that exists but may not log in (the server's trust auth accepts any password,
+    so a wrong one cannot be shown; the refusal is the same kind of permanent error)."""
+    role = f"irisflow_nologin_{os.getpid()}"
+    ident = sql.Identifier(role)
+    with psycopg.connect(pg_server_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident))
+        admin.execute(sql.SQL("CREATE ROLE {} NOLOGIN PASSWORD 'irrelevant'").format(ident))
+    try:
+        yield role
+    finally:
+        with psycopg.connect(pg_server_dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident))
+
+
+@pytest.mark.parametrize("refusal", ["bad port", "bad option", "role may not log in"])
+async def test_a_dsn_the_server_refuses_fails_at_start(
+    migrated_db: str, nologin_role: str, refusal: str
+) -> None:
+    changes = {
+        "bad port": {"port": "99999"},
+        "bad option": {"options": "-c irisflow_no_such_setting=1 -c no_such_setting=1"},
+        "role may not log in": {"user": nologin_role},
+    }[refusal]
+    dsn = make_conninfo(migrated_db, password=SECRET, **changes)
+    sink = PostgresSink(dsn, **FAST)
+    send, receive = trio.open_memory_channel[Sequence[Event]](0)
+    # Fails at once, before reporting started: no blind retries for the whole run (a sink
+    # that started would wait on the open channel until the deadline).
+    with trio.fail_after(5), pytest.raises(UsageError, match="refused the connection") as err:
+        await sink.run(receive)
+    assert "retrying will not help" in str(err.value)
+    assert SECRET not in "".join(traceback.format_exception(err.value))
+    send.close()

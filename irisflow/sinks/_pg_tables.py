@@ -4,6 +4,10 @@ Every kind irisflow produces has a table and a natural key (the migrations' uniq
 
 - market data (``trade`` ... ``gap``): a table per kind (0001; books keyed by depth too, 0007),
   inserted unless stored; candles upsert (an open bar's last update wins, a closed one is final).
+  Ids a venue may leave out (``trade_id``, quote sizes, book-diff update ids) are optional
+  columns, and the keys read a missing one as -1, so an id-less row still dedupes on the rest of
+  its key; a full and a mini ticker of one instant are two rows, and so are a trade and a
+  Binance aggTrade with the same number (``aggregate``) (0010).
 - pipeline results (``window`` for windows and bars, ``rsi``, ``spike``, ``join``, ``late``):
   ``window_results`` (0008); :func:`result_row` says how each fills the key columns, every
   other field goes to the jsonb ``values`` (decimals and uint256 as strings, times as ISO-8601
@@ -167,7 +171,7 @@ def _levels(levels: Sequence[tuple[Any, Any]]) -> tuple[list[Any], list[Any]]:
 def _trade_row(e: Trade, k: int = _PG_EPOCH_NS) -> tuple[Any, ...]:
     return (
         e.venue, e.symbol, (e.ts - k) // 1000, (e.recv_ts - k) // 1000,
-        e.price, e.qty, e.side, e.trade_id,
+        e.price, e.qty, e.side, e.trade_id, e.aggregate,
     )  # fmt: skip
 
 
@@ -438,7 +442,9 @@ RESULTS = _table(
 )
 
 TABLES: dict[type[Event], Table] = {
-    Trade: _table("trade", "trades", _trade_row, _HEAD + "price:num qty:num side trade_id:int8"),
+    Trade: _table(
+        "trade", "trades", _trade_row, _HEAD + "price:num qty:num side trade_id:int8 aggregate:bool"
+    ),
     Quote: _table(
         "quote",
         "quotes",
