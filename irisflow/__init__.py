@@ -87,6 +87,7 @@ from ._outbox import FileOutbox as FileOutbox
 from ._outbox import Outbox as Outbox
 from ._outbox import OutboxItem as OutboxItem
 from ._pg_outbox import PostgresOutbox as PostgresOutbox
+from ._pg_outbox import PostgresOutboxStatistics as PostgresOutboxStatistics
 from ._pg_outbox import open_postgres_outbox as open_postgres_outbox
 from ._pipe import STEP_NAMES as STEP_NAMES
 from ._pipe import build_pipeline as build_pipeline
@@ -221,6 +222,7 @@ __all__ = [
     "PipelineError",
     "Plan",
     "PostgresOutbox",
+    "PostgresOutboxStatistics",
     "Problem",
     "Quote",
     "Recorder",

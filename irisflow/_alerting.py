@@ -226,7 +226,8 @@ class AlertSink:
         Raises:
             UsageError: the outbox cannot be opened or is in use by another process, or the
                 database is not migrated.
-            DatabaseError: PostgreSQL is unreachable.
+            DatabaseError: alerts could not be recorded in PostgreSQL before the shutdown
+                deadline (outages during the run are waited out, not raised).
             TelegramAuthError: Telegram rejected the bot token at start (before any event).
         """
         try:
