@@ -174,9 +174,6 @@ _ARG_TYPES: dict[str, tuple[str, ...]] = {
     "last": ("number", "string", "bool"),
 }
 
-AGGREGATES = tuple(_FUNCS)
-"""The aggregate function names."""
-
 
 class Agg:
     """The aggregates for the Python API: ``.agg(Agg.vwap(), Agg.ohlc(), Agg.count())``.

@@ -58,8 +58,6 @@ __all__ = [
 NATIVE = "ETH"
 """``symbol`` of blocks and transactions."""
 
-WEI_DECIMALS = 18
-
 
 def keccak256(data: bytes) -> bytes:
     """Keccak-256 as Ethereum uses it (padding 0x01; not NIST SHA3-256, which pads 0x06)."""

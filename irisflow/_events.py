@@ -219,8 +219,3 @@ class Gap(Event):
     start: int = _time("when the data stopped, ns since the epoch")
     end: int = _time("when the data resumed (or irisflow stopped), ns since the epoch")
     cause: str = _doc("why, e.g. 'connection closed (1006)' or 'stale: no data for 30s'")
-
-
-def kinds_with_field(name: str) -> list[type[Event]]:
-    """The registered kinds that have a field called ``name``."""
-    return [cls for cls in KINDS.values() if name in attrs.fields_dict(cls)]

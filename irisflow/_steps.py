@@ -26,7 +26,7 @@ import attrs
 
 from ._duration import duration_hint, duration_ns
 from ._errors import FilterError, PipelineError
-from ._events import KINDS, Event, Gap
+from ._events import Event, Gap
 from ._expr import fail
 from ._filter import Expression, Filter, compile_expression, compile_filter
 
@@ -500,8 +500,3 @@ class SampleStep:
     def advance(self, now: int) -> list[Event]:
         """Nothing is held back."""
         return []
-
-
-def registered_kinds() -> frozenset[type[Event]]:
-    """Every registered kind (the default when a pipeline is not told its input kinds)."""
-    return frozenset(KINDS.values())

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import trio
 
@@ -47,8 +47,6 @@ __all__ = [
     "saved_filters_for_run",
     "store_sinks",
 ]
-
-StoreMode = Literal["output", "all"]
 
 
 def configured_dsn(
