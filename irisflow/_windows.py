@@ -47,6 +47,7 @@ from typing import Any, ClassVar
 import attrs
 
 from ._aggregates import Aggregate
+from ._chain import natural_key
 from ._duration import format_duration
 from ._events import Event, Gap, event_kind
 from ._folds import BoundAggregate
@@ -141,6 +142,28 @@ MAX_OVERLAP = 1000
 """Most windows one event may fall in (size / slide): each costs work per event."""
 
 
+_CHAIN_KINDS = frozenset({"token_transfer", "swap", "log", "transaction", "block"})
+_MARKS_NAMES = ("retraction", "confirmation")
+
+
+class _Marks:
+    """The retraction and confirmation classes, looked up once the chain kinds exist."""
+
+    def __contains__(self, cls: object) -> bool:
+        return getattr(cls, "kind", None) in _MARKS_NAMES
+
+
+_MARKS = _Marks()
+
+
+def _remember(acc: OpenWindow, event: Event) -> None:
+    key = natural_key(event)
+    if key is not None:
+        if acc.keys is None:
+            acc.keys = set()
+        acc.keys.add(key)
+
+
 def _at(recv_ts: int) -> Callable[[int], int]:
     """Due-time function for windows closed by an event: its receive time."""
     return lambda end: recv_ts
@@ -155,6 +178,7 @@ class OpenWindow:
         "end",
         "folds",
         "key",
+        "keys",
         "last",
         "start",
         "states",
@@ -171,6 +195,8 @@ class OpenWindow:
         self.folds: list[tuple[Callable[[list[Any], Event], None], list[Any]]] = []
         """``(add, state)`` per aggregate, for the tumbling fast path."""
         self.last = start  # sessions: the latest event time; bars: too
+        self.keys: set[Any] | None = None
+        """Natural keys of the on-chain events folded in (for their retractions)."""
 
 
 @attrs.define(on_setattr=attrs.setters.NO_OP)  # plain attribute writes: hot path
@@ -290,8 +316,13 @@ class WindowStep(WindowResults):
     _max_ts: int = attrs.field(init=False, default=_NEVER)
     _last_recv: int = attrs.field(init=False, default=_NEVER)
     _watermark: int = attrs.field(init=False, default=_NEVER)
+    _chain: bool = attrs.field(init=False, default=False)
+    """On-chain kinds flow in: windows remember their events for retractions."""
+    retracted: int = attrs.field(init=False, default=0)
+    """Windows marked incomplete because an event in them was retracted (a reorg)."""
 
     def __attrs_post_init__(self) -> None:
+        self._chain = any(cls.kind in _CHAIN_KINDS for cls in self.kinds or ())
         if self.size <= 0 or (self.slide is not None and self.slide <= 0):
             raise PipelineError("window size and slide must be positive")
         if self.lateness < 0 or self.idle < 0:
@@ -341,6 +372,10 @@ class WindowStep(WindowResults):
                 self._gap(event)
                 out.append(event)
                 continue
+            if self._chain and event.__class__ in _MARKS:
+                self._mark(event)
+                out.append(event)
+                continue
             ts = event.ts
             if event.recv_ts > self._last_recv:
                 self._last_recv = event.recv_ts
@@ -374,10 +409,15 @@ class WindowStep(WindowResults):
         )
         latest = self._latest  # key -> its newest window: most events land in it
         max_ts, last_recv, watermark = self._max_ts, self._last_recv, self._watermark
+        chain = self._chain
         for event in events:
             if event.__class__ is Gap:
                 assert isinstance(event, Gap)
                 self._gap(event)
+                out.append(event)
+                continue
+            if chain and event.__class__ in _MARKS:
+                self._mark(event)
                 out.append(event)
                 continue
             ts = event.ts
@@ -414,6 +454,8 @@ class WindowStep(WindowResults):
                 acc.symbol = "*"
             for add, state in acc.folds:
                 add(state, event)
+            if chain:
+                _remember(acc, event)
         self._max_ts, self._last_recv, self._watermark = max_ts, last_recv, watermark
         return out
 
@@ -438,6 +480,23 @@ class WindowStep(WindowResults):
         return out
 
     # -- internals
+
+    def _mark(self, event: Event) -> None:
+        """A retraction (a reorg) voids an event: open windows that counted it are incomplete.
+
+        Their aggregates still hold the event (a sum cannot always be undone); the result says
+        ``complete = false``. Windows already emitted cannot be changed. Confirmations change
+        nothing here. Both pass on, so later steps and sinks see them.
+        """
+        if event.kind != "retraction":
+            return
+        key = natural_key(event)
+        accs = [*self._open.values(), *(a for s in self._sessions.values() for a in s)]
+        for acc in accs:
+            if acc.keys is not None and key in acc.keys:
+                acc.complete = False
+                acc.keys.discard(key)
+                self.retracted += 1
 
     def _gap(self, gap: Gap) -> None:
         self._gaps.append(gap)
@@ -482,6 +541,8 @@ class WindowStep(WindowResults):
         return acc
 
     def _add(self, acc: OpenWindow, event: Event) -> None:
+        if self._chain:
+            _remember(acc, event)
         if self.sample:
             acc.count += 1
             if event.ts >= acc.states[0]:

@@ -223,3 +223,34 @@ def test_the_whale_step_from_pipe_text() -> None:
 def test_bad_whale_text(text: str, message: str) -> None:
     with pytest.raises(UsageError, match=message):
         Pipeline().pipe(text)
+
+
+def test_a_retraction_marks_the_window_that_counted_the_event_incomplete() -> None:
+    from irisflow._chain import Retraction
+    from irisflow._windows import Window
+
+    kinds = {TokenTransfer, Retraction}
+    pipeline = Pipeline(kinds=kinds).pipe("window 1m | agg count")
+    kept, voided = transfer(1, USDC, 10**6, 6), transfer(2, USDC, 2 * 10**6, 6)
+    retraction = Retraction(
+        venue="alchemy",
+        symbol=voided.symbol,
+        ts=1,
+        recv_ts=1,
+        target="token_transfer",
+        tx_hash=voided.tx_hash,
+        log_index=voided.log_index,
+    )
+    out = pipeline.process([kept, voided, retraction])
+    out += pipeline.advance(120 * 10**9)  # the receive clock closes the minute
+    assert retraction in out  # passed on, for sinks
+    (window,) = [e for e in out if isinstance(e, Window)]
+    assert window.count == 2  # the retraction itself is not counted
+    assert window.complete is False
+    assert pipeline.steps[-1].retracted == 1  # type: ignore[attr-defined]
+
+    # The same without the retraction: the window closes complete.
+    again = Pipeline(kinds=kinds).pipe("window 1m | agg count")
+    out = again.process([kept, voided]) + again.advance(120 * 10**9)
+    (window,) = [e for e in out if isinstance(e, Window)]
+    assert window.complete is True
