@@ -31,7 +31,7 @@ from typing import Literal
 from ._config import Config
 from ._errors import UsageError
 from ._events import Event
-from ._pipeline import Pipeline, Step
+from ._pipeline import DEFAULT_LATENESS, Pipeline, Step
 from ._steps import (
     Located,
     PipelineError,
@@ -283,7 +283,7 @@ def _window(p: Pipeline, word: str, rest: str) -> Pipeline:
         if value.lower() not in ("emit", "drop"):
             raise error(value, f"late takes emit or drop (got {str(value)!r})")
         late = "emit" if value.lower() == "emit" else "drop"
-    lateness = options["lateness"][1] if "lateness" in options else 0
+    lateness = options["lateness"][1] if "lateness" in options else DEFAULT_LATENESS
     idle = options["idle"][1] if "idle" in options else 0
     assert lateness is not None
     assert idle is not None

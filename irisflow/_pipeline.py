@@ -119,6 +119,19 @@ def _as_kinds(kinds: Iterable[type[Event]] | None) -> frozenset[type[Event]] | N
     return None if kinds is None else frozenset(kinds)
 
 
+DEFAULT_LATENESS = "1s"
+"""How far behind the newest event time (of any key) an event may be and still count in a
+window when ``lateness`` is not given: several symbols' events in one socket read, or a little
+network jitter, must not be dropped as late. ``lateness 0`` turns it off."""
+
+
+def _optional_duration(value: _Duration, what: str) -> int:
+    """A duration that may be zero (``0``, ``'0'``, ``'0s'``): ns."""
+    if not value or str(value).strip().rstrip("smunµ") in ("0", ""):
+        return 0
+    return parse_duration(value, what)
+
+
 @attrs.define
 class Pipeline:
     """A chain of steps; what one step returns is the next one's input.
@@ -295,7 +308,7 @@ class Pipeline:
         sliding: _Duration | None = None,
         slide: _Duration | None = None,
         session: _Duration | None = None,
-        lateness: _Duration = 0,
+        lateness: _Duration = DEFAULT_LATENESS,
         late: Literal["drop", "emit"] = "drop",
         idle: _Duration = 0,
     ) -> Pipeline:
@@ -324,8 +337,8 @@ class Pipeline:
             size=size,
             slide=None if slide is None else parse_duration(slide, "window slide"),
             session=session is not None,
-            lateness=parse_duration(lateness, "lateness") if lateness else 0,
-            idle=parse_duration(idle, "idle") if idle else 0,
+            lateness=_optional_duration(lateness, "lateness"),
+            idle=_optional_duration(idle, "idle"),
         )
         return self._then(step, key=self._key_after(step.output_kinds))
 

@@ -156,6 +156,6 @@ async def test_late_events_are_reported_at_the_end(tmp_path: Path) -> None:
     ]
     path = tmp_path / "r.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
-    pipeline = Pipeline(kinds={Trade}).pipe("by symbol | window 1m | agg count")
+    pipeline = Pipeline(kinds={Trade}).pipe("by symbol | window 1m lateness 0 | agg count")
     summary = await Runner(pipeline, sinks=[ListSink()]).replay(path)
     assert any("1 late events were left out" in note for note in summary.notes), summary.notes
