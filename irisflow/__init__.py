@@ -59,6 +59,7 @@ from ._events import Level as Level
 from ._events import Quote as Quote
 from ._events import Ticker as Ticker
 from ._events import Trade as Trade
+from ._events import described as described
 from ._events import event_kind as event_kind
 from ._events import field_doc as field_doc
 from ._events import to_datetime as to_datetime
@@ -279,6 +280,7 @@ __all__ = [
     "compile_expression",
     "compile_filter",
     "default_outbox_path",
+    "described",
     "dumps_event",
     "encode_events",
     "escape_html",

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import attrs
 
-from ._events import Event, event_kind
+from ._events import Event, described, event_kind
 
 __all__ = ["SEVERITIES", "Alert", "Severity", "alert_key"]
 
@@ -48,9 +48,7 @@ def _as_targets(value: str | int | Iterable[str | int]) -> tuple[str, ...]:
     return tuple(str(chat) for chat in value)
 
 
-def _doc(text: str, **kwargs: Any) -> Any:
-    """An attrs field carrying a one-line description (as in ``irisflow._events``)."""
-    return attrs.field(metadata={"doc": text}, **kwargs)
+_doc = described
 
 
 def alert_key(rule: str, event: Event) -> str:

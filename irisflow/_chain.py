@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import attrs
 from Crypto.Hash import keccak
 
-from ._events import Event, event_kind
+from ._events import Event, described, event_kind
 
 __all__ = [
     "APPROVAL_TOPIC",
@@ -115,29 +115,24 @@ def scale(raw: int, decimals: int) -> Decimal:
 # -- event kinds ----------------------------------------------------------------------------
 
 
-def _doc(text: str) -> Any:
-    return attrs.field(metadata={"doc": text})
+# uint256/int256 values can pass 64 bits: JSON lines write those fields as text.
+_doc = described
 
 
 def _opt(text: str) -> Any:
-    return attrs.field(default=None, metadata={"doc": text})
+    return described(text, default=None)
 
 
 def _big(text: str) -> Any:
-    # uint256/int256 values can exceed 64 bits: output formats that cannot hold such an int
-    # (orjson) write these fields as strings when they are too large.
-    return attrs.field(metadata={"doc": text, "bigint": True})
+    return described(text, bigint=True)
 
 
 def _opt_big(text: str) -> Any:
-    return attrs.field(default=None, metadata={"doc": text, "bigint": True})
+    return described(text, default=None, bigint=True)
 
 
 def _confirmed() -> Any:
-    return attrs.field(
-        default=None,
-        metadata={"doc": "true once final (Moralis confirmed); None where the venue cannot say"},
-    )
+    return _opt("true once final (Moralis confirmed); None where the venue cannot say")
 
 
 @event_kind

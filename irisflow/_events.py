@@ -29,6 +29,7 @@ __all__ = [
     "Quote",
     "Ticker",
     "Trade",
+    "described",
     "event_kind",
     "field_doc",
     "is_time_field",
@@ -44,19 +45,31 @@ KINDS: dict[str, type[Event]] = {}
 _E = TypeVar("_E", bound="type[Event]")
 
 
+def described(text: str, *, time: bool = False, bigint: bool = False, **kwargs: Any) -> Any:
+    """An attrs field of an event kind, with its one-line description.
+
+    Every event module declares its fields with this, so ``irisflow venues`` and the docs can
+    show them. ``time`` marks an int-ns time (JSON lines show ISO-8601 UTC); ``bigint`` an int
+    that may pass 64 bits (JSON lines show it as text). ``kwargs`` go to ``attrs.field``.
+    """
+    metadata: dict[str, object] = {"doc": text}
+    if time:
+        metadata["time"] = True
+    if bigint:
+        metadata["bigint"] = True
+    return attrs.field(metadata=metadata, **kwargs)
+
+
 def _doc(text: str) -> Any:
-    """A required attrs field carrying a one-line description (shown by ``irisflow venues``)."""
-    return attrs.field(metadata={"doc": text})
+    return described(text)
 
 
 def _time(text: str) -> Any:
-    """A required time field (int ns since the epoch); JSON lines show it as ISO-8601 UTC."""
-    return attrs.field(metadata={"doc": text, "time": True})
+    return described(text, time=True)
 
 
 def _opt(text: str) -> Any:
-    """An optional attrs field (default ``None``) carrying a one-line description."""
-    return attrs.field(default=None, metadata={"doc": text})
+    return described(text, default=None)
 
 
 def event_kind(cls: _E) -> _E:

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from ._events import Event, Gap, event_kind
+from ._events import Event, Gap, described, event_kind
 from ._filter import Filter
 from ._steps import PipelineError, condition, kind_set, no_key
 
@@ -38,8 +38,7 @@ __all__ = ["AsofJoinStep", "JoinStatistics", "Joined", "joined_class"]
 _NEVER = -(2**63)
 
 
-def _doc(text: str, **kwargs: Any) -> Any:
-    return attrs.field(metadata={"doc": text}, **kwargs)
+_doc = described
 
 
 @event_kind

@@ -42,7 +42,7 @@ import attrs
 
 from ._duration import format_duration
 from ._errors import UsageError
-from ._events import Event, Gap, event_kind
+from ._events import Event, Gap, described, event_kind
 from ._filter import ARITH, Expression
 from ._folds import DIVISION
 from ._steps import Located, PipelineError, expression, kind_set
@@ -52,8 +52,7 @@ __all__ = ["Rsi", "RsiStep", "Spike", "SpikeStep"]
 _HUNDRED = Decimal(100)
 
 
-def _doc(text: str, *, time: bool = False) -> Any:
-    return attrs.field(metadata={"doc": text, "time": True} if time else {"doc": text})
+_doc = described
 
 
 @event_kind

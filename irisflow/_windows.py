@@ -49,7 +49,7 @@ import attrs
 from ._aggregates import Aggregate
 from ._chain import natural_key
 from ._duration import format_duration
-from ._events import Event, Gap, event_kind
+from ._events import Event, Gap, described, event_kind
 from ._folds import BoundAggregate
 from ._steps import (
     PipelineError,
@@ -72,12 +72,11 @@ _NEVER = -(2**63)
 _FOREVER = 2**63
 
 
-def _doc(text: str) -> Any:
-    return attrs.field(metadata={"doc": text})
+_doc = described
 
 
 def _time(text: str) -> Any:
-    return attrs.field(metadata={"doc": text, "time": True})
+    return described(text, time=True)
 
 
 @event_kind
