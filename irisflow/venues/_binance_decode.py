@@ -13,8 +13,16 @@ from typing import Any
 
 import orjson
 
+from .._build import (
+    build_book,
+    build_book_update,
+    build_candle,
+    build_quote,
+    build_ticker,
+    build_trade,
+)
 from .._errors import DecodeError
-from .._events import Book, BookUpdate, Candle, Event, Level, Quote, Ticker, Trade
+from .._events import Event, Level
 from ._common import make_decode_error
 
 __all__ = ["VENUE", "BinanceDecoder"]
@@ -28,8 +36,9 @@ Route = Callable[[Any, int], Event]
 # -- decoding -------------------------------------------------------------------------------
 #
 # The per-frame path: one orjson.loads, one dict lookup of the stream name, one route call that
-# builds the event straight from the parsed dict. Anything unexpected (a missing key, a wrong
-# type) falls out as an exception and is diagnosed on the slow path, never on the fast one.
+# builds the event straight from the parsed dict, with a fast constructor (see _build.py).
+# Anything unexpected (a missing key, a wrong type) falls out as an exception and is diagnosed
+# on the slow path, never on the fast one.
 
 
 def _ms(value: Any) -> int:
@@ -72,7 +81,9 @@ def _trade(d: Any, recv_ts: int) -> Event:
     if qty is None:
         qty = _new_decimal(q)
     # m: the buyer was the maker, so the taker sold.
-    return Trade(VENUE, d["s"], ts * _MS, recv_ts, price, qty, "sell" if d["m"] else "buy", d["t"])
+    return build_trade(
+        VENUE, d["s"], ts * _MS, recv_ts, price, qty, "sell" if d["m"] else "buy", d["t"]
+    )
 
 
 def _agg_trade(d: Any, recv_ts: int) -> Event:
@@ -86,14 +97,14 @@ def _agg_trade(d: Any, recv_ts: int) -> Event:
     qty = _DECIMALS.get(q)
     if qty is None:
         qty = _new_decimal(q)
-    return Trade(
+    return build_trade(
         VENUE, d["s"], ts * _MS, recv_ts, price, qty, "sell" if d["m"] else "buy", d["a"], True
     )
 
 
 def _kline(d: Any, recv_ts: int) -> Event:
     k = d["k"]
-    return Candle(
+    return build_candle(
         VENUE,
         d["s"],
         _ms(d["E"]),
@@ -113,7 +124,7 @@ def _kline(d: Any, recv_ts: int) -> Event:
 
 
 def _mini_ticker(d: Any, recv_ts: int) -> Event:
-    return Ticker(
+    return build_ticker(
         VENUE,
         d["s"],
         _ms(d["E"]),
@@ -129,7 +140,7 @@ def _mini_ticker(d: Any, recv_ts: int) -> Event:
 
 
 def _ticker(d: Any, recv_ts: int) -> Event:
-    return Ticker(
+    return build_ticker(
         VENUE,
         d["s"],
         _ms(d["E"]),
@@ -154,7 +165,7 @@ def _ticker(d: Any, recv_ts: int) -> Event:
 
 def _book_ticker(d: Any, recv_ts: int) -> Event:
     # Spot bookTicker carries no event time: the receive time stands in for it.
-    return Quote(
+    return build_quote(
         VENUE,
         d["s"],
         _ms(d["E"]) if "E" in d else recv_ts,
@@ -168,7 +179,7 @@ def _book_ticker(d: Any, recv_ts: int) -> Event:
 
 
 def _depth_update(d: Any, recv_ts: int) -> Event:
-    return BookUpdate(
+    return build_book_update(
         VENUE, d["s"], _ms(d["E"]), recv_ts, d["U"], d["u"], _levels(d["b"]), _levels(d["a"])
     )
 
@@ -176,7 +187,7 @@ def _depth_update(d: Any, recv_ts: int) -> Event:
 def _partial_depth(symbol: str) -> Route:
     # depth<N> payloads have no symbol and no time: the symbol comes from the stream name.
     def route(d: Any, recv_ts: int) -> Event:
-        return Book(
+        return build_book(
             VENUE,
             symbol,
             recv_ts,

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 import trio
 
+from .._build import build_book, build_book_update, build_candle, build_quote, build_trade
 from .._errors import DecodeError, UsageError, VenueError
 from .._events import Book, BookUpdate, Candle, Event, Level, Quote, Trade
 from .._feed import FeedItem, FeedStats
@@ -125,7 +126,7 @@ class CoinbaseDecoder:
 
     def _market_trades(self, msg: Any, events: Any, recv_ts: int, out: list[Event]) -> None:
         trades = [
-            Trade(
+            build_trade(
                 VENUE,
                 t["product_id"],
                 rfc3339_ns(t["time"]),
@@ -157,7 +158,7 @@ class CoinbaseDecoder:
         ts = rfc3339_ns(msg["timestamp"])
         out.extend(
             [
-                Quote(
+                build_quote(
                     VENUE,
                     t["product_id"],
                     ts,
@@ -183,7 +184,7 @@ class CoinbaseDecoder:
                     raise ValueError(f"expected Unix seconds as a string, got {start_text!r}")
                 start = int(start_text) * _NS
                 out.append(
-                    Candle(
+                    build_candle(
                         VENUE,
                         c["product_id"],
                         ts,
@@ -220,7 +221,7 @@ class CoinbaseDecoder:
             kind = event["type"]
             if kind == "snapshot":
                 out.append(
-                    Book(
+                    build_book(
                         VENUE,
                         event["product_id"],
                         ts,
@@ -232,7 +233,7 @@ class CoinbaseDecoder:
                 )
             elif kind == "update":
                 out.append(
-                    BookUpdate(
+                    build_book_update(
                         VENUE, event["product_id"], ts, recv_ts, seq, seq, tuple(bids), tuple(asks)
                     )
                 )

@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 import trio
 
+from .._build import build_book, build_book_update, build_candle, build_ticker, build_trade
 from .._errors import DecodeError, UsageError, VenueError
 from .._events import Book, BookUpdate, Candle, Event, Level, Ticker, Trade
 from .._feed import FeedItem, FeedStats
@@ -157,7 +158,7 @@ class KrakenDecoder:
             if trade_id.__class__ is not int:
                 raise TypeError("trade_id is not an integer")
             trades.append(
-                Trade(
+                build_trade(
                     VENUE,
                     d["symbol"],
                     rfc3339_ns(d["timestamp"]),
@@ -188,7 +189,7 @@ class KrakenDecoder:
                 dec(d["volume"]),
             )
             out.append(
-                Ticker(
+                build_ticker(
                     VENUE,
                     d["symbol"],
                     _time_or(d, "timestamp", recv_ts),
@@ -220,7 +221,7 @@ class KrakenDecoder:
             start = rfc3339_ns(d["interval_begin"])
             trades = d.get("trades")
             out.append(
-                Candle(
+                build_candle(
                     VENUE,
                     d["symbol"],
                     ts,
@@ -246,11 +247,13 @@ class KrakenDecoder:
             if kind == "snapshot":
                 bids = _levels(d["bids"], descending=True)
                 asks = _levels(d["asks"], descending=False)
-                out.append(Book(VENUE, d["symbol"], ts, recv_ts, None, bids, asks))
+                out.append(build_book(VENUE, d["symbol"], ts, recv_ts, None, bids, asks))
             elif kind == "update":
                 bids = _levels(d["bids"], descending=None)
                 asks = _levels(d["asks"], descending=None)
-                out.append(BookUpdate(VENUE, d["symbol"], ts, recv_ts, None, None, bids, asks))
+                out.append(
+                    build_book_update(VENUE, d["symbol"], ts, recv_ts, None, None, bids, asks)
+                )
             else:
                 raise ValueError(f"unknown book message type {kind!r}")
 

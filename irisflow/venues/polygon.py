@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 import trio
 
+from .._build import build_book, build_candle, build_quote, build_trade
 from .._errors import DecodeError, UsageError, VenueError
 from .._events import Book, Candle, Event, Level, Quote, Trade
 from .._feed import FeedItem, FeedStats
@@ -94,7 +95,7 @@ def _levels(raw: Any, *, descending: bool) -> tuple[Level, ...]:
 
 
 def _crypto_trade(d: Any, recv_ts: int) -> Event:
-    return Trade(
+    return build_trade(
         VENUE,
         d["pair"],
         _ms(d["t"]),
@@ -108,7 +109,7 @@ def _crypto_trade(d: Any, recv_ts: int) -> Event:
 
 def _stock_trade(d: Any, recv_ts: int) -> Event:
     # SIP trades do not say which side was the aggressor.
-    return Trade(
+    return build_trade(
         VENUE,
         d["sym"],
         _ms(d["t"]),
@@ -122,7 +123,7 @@ def _stock_trade(d: Any, recv_ts: int) -> Event:
 
 def _quote(key: str) -> Route:
     def route(d: Any, recv_ts: int) -> Event:
-        return Quote(
+        return build_quote(
             VENUE,
             d[key],
             _ms(d["t"]),
@@ -138,14 +139,14 @@ def _quote(key: str) -> Route:
 
 def _forex_quote(d: Any, recv_ts: int) -> Event:
     # C carries prices only; its pair is in ``p`` (not ``pair``). Sizes are not sent.
-    return Quote(VENUE, d["p"], _ms(d["t"]), recv_ts, dec(d["b"]), None, dec(d["a"]), None)
+    return build_quote(VENUE, d["p"], _ms(d["t"]), recv_ts, dec(d["b"]), None, dec(d["a"]), None)
 
 
 def _aggregate(key: str, interval: str, length_ms: int) -> Route:
     def route(d: Any, recv_ts: int) -> Event:
         start = _ms(d["s"])
         end = _ms(d["e"]) if "e" in d else start + length_ms * _MS  # CA examples omit e
-        return Candle(
+        return build_candle(
             VENUE,
             d[key],
             end,
@@ -165,7 +166,7 @@ def _aggregate(key: str, interval: str, length_ms: int) -> Route:
 
 def _crypto_book(d: Any, recv_ts: int) -> Event:
     # XL2: treated as a replacement of the pair's top levels (venues.md §2.6 is unsure).
-    return Book(
+    return build_book(
         VENUE,
         d["pair"],
         _ms(d["t"]),
