@@ -74,11 +74,13 @@ def _trade(d: Any, recv_ts: int) -> Event:
     if ts.__class__ is not int:
         raise TypeError("expected an integer time in ms")
     p, q = d["p"], d["q"]
-    price = _DECIMALS.get(p)
-    if price is None:
+    try:
+        price = _DECIMALS[p]
+    except KeyError:
         price = _new_decimal(p)
-    qty = _DECIMALS.get(q)
-    if qty is None:
+    try:
+        qty = _DECIMALS[q]
+    except KeyError:
         qty = _new_decimal(q)
     # m: the buyer was the maker, so the taker sold.
     return build_trade(
@@ -91,11 +93,13 @@ def _agg_trade(d: Any, recv_ts: int) -> Event:
     if ts.__class__ is not int:
         raise TypeError("expected an integer time in ms")
     p, q = d["p"], d["q"]
-    price = _DECIMALS.get(p)
-    if price is None:
+    try:
+        price = _DECIMALS[p]
+    except KeyError:
         price = _new_decimal(p)
-    qty = _DECIMALS.get(q)
-    if qty is None:
+    try:
+        qty = _DECIMALS[q]
+    except KeyError:
         qty = _new_decimal(q)
     return build_trade(
         VENUE, d["s"], ts * _MS, recv_ts, price, qty, "sell" if d["m"] else "buy", d["a"], True

@@ -88,7 +88,8 @@ class VenueConnection:
     time it was down. Every socket read goes down the channel as one :class:`Frames` item.
 
     Subclasses set :attr:`venue` and implement :meth:`handshake`; they may override
-    :meth:`is_control` (a cheap test, run on every frame) and :meth:`on_control` (the parse of
+    :meth:`is_control` (a cheap test, run on every frame; or :meth:`control_frames`, the same
+    test over a whole read) and :meth:`on_control` (the parse of
     the frames that test picks, e.g. acks and status messages).
 
     Args:
@@ -131,6 +132,15 @@ class VenueConnection:
     def is_control(self, frame: bytes) -> bool:
         """Whether ``frame`` may be a control message that :meth:`on_control` must see."""
         return True
+
+    def control_frames(self, frames: Sequence[bytes]) -> list[bytes]:
+        """The frames of one read that :meth:`on_control` must see (by :meth:`is_control`).
+
+        Venues with a stateless test override this with one comprehension: no method call per
+        frame.
+        """
+        is_control = self.is_control
+        return [frame for frame in frames if is_control(frame)]
 
     def on_disconnect(self) -> None:
         """The connection is gone (it will be reopened unless the run is stopping)."""
@@ -239,12 +249,10 @@ class VenueConnection:
         """Show control frames to :meth:`on_control`, then send the whole read on."""
         if not frames:
             return
-        is_control = self.is_control
-        for frame in frames:
-            if is_control(frame):
-                reason = self.on_control(frame)
-                if reason is not None:
-                    self._reconnect = reason
+        for frame in self.control_frames(frames):
+            reason = self.on_control(frame)
+            if reason is not None:
+                self._reconnect = reason
         self.stats.frames_in += len(frames)
         self.stats.reads += 1
         item = Frames(self.venue, now_ns(), frames)

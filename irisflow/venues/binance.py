@@ -40,6 +40,9 @@ KLINE_INTERVALS += ("6h", "8h", "12h", "1d", "3d", "1w", "1M")
 
 # -- planning -------------------------------------------------------------------------------
 
+_DATA = b'{"stream":"'
+"""How a data frame starts: its stream name comes first (``!`` names a notice, not data)."""
+_NOTICE = b'{"stream":"!'
 _SYMBOL = re.compile(r"^[A-Za-z0-9]{2,30}$")
 _PAIR = re.compile(r"^([A-Za-z0-9]{1,15})[-/]([A-Za-z0-9]{1,15})$")
 
@@ -387,7 +390,11 @@ class _Connection(VenueConnection):
 
     def is_control(self, frame: bytes) -> bool:
         """Data frames start with a stream name; replies and ``!`` notices do not."""
-        return not frame.startswith(b'{"stream":"') or frame.startswith(b'{"stream":"!')
+        return not frame.startswith(_DATA) or frame.startswith(_NOTICE)
+
+    def control_frames(self, frames: Sequence[bytes]) -> list[bytes]:
+        """:meth:`is_control` over one read, inlined (it runs on every frame)."""
+        return [f for f in frames if not f.startswith(_DATA) or f.startswith(_NOTICE)]
 
     def on_control(self, frame: bytes) -> str | None:
         """Match replies to requests by id; a shutdown notice reconnects."""

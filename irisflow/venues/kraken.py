@@ -50,6 +50,9 @@ from ._wire import RecentIds, dec, loads_exact, rfc3339_ns
 __all__ = ["KRAKEN", "KrakenDecoder", "KrakenVenue", "book_checksum"]
 
 VENUE = "kraken"
+_CHANNEL = b'{"channel":"'
+"""How a channel message starts (replies to methods start with ``{"method"``)."""
+_BOOK = b'{"channel":"book"'
 DEFAULT_ENDPOINT = "wss://ws.kraken.com/v2"
 TRADE_IDS_REMEMBERED = 4096
 OHLC_INTERVALS = {
@@ -581,15 +584,15 @@ class _Connection(VenueConnection):
 
     def is_control(self, frame: bytes) -> bool:
         """Book messages (checksums) and method replies; not trades, tickers, bars, beats."""
-        if frame.startswith(b'{"channel":"'):
-            return frame.startswith(b'{"channel":"book"')
-        return True
+        return not frame.startswith(_CHANNEL) or frame.startswith(_BOOK)
+
+    def control_frames(self, frames: Sequence[bytes]) -> list[bytes]:
+        """:meth:`is_control` over one read, inlined (it runs on every frame)."""
+        return [f for f in frames if not f.startswith(_CHANNEL) or f.startswith(_BOOK)]
 
     def on_control(self, frame: bytes) -> str | None:
         """Check book checksums (a mismatch resyncs); match acks; refusals are fatal."""
-        if frame.startswith(b'{"channel":"book"') or (
-            b'"channel":"book"' in frame and b'"method"' not in frame
-        ):
+        if frame.startswith(_BOOK) or (b'"channel":"book"' in frame and b'"method"' not in frame):
             self._check_book(frame)
             return None
         try:
