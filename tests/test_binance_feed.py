@@ -342,3 +342,32 @@ async def test_live_subscribe_unsubscribe_and_list(fake: FakeBinance) -> None:
         ]
         assert len({r["id"] for r in fake.requests[:5]}) == 5  # ids are never reused
         assert fake.rate_limit_closes == 0
+
+
+def test_control_frames_are_picked_out_of_a_read() -> None:
+    """Replies, errors, notices and odd frames reach on_control; data frames do not."""
+    from irisflow._feed import FeedStats
+    from irisflow.venues.binance import _Connection
+
+    send, _ = trio.open_memory_channel[object](1)
+    connection = _Connection(
+        "ws://127.0.0.1:1", ["btcusdt@trade"], send, FAST, FeedStats("binance")
+    )
+    data = [
+        b'{"stream":"btcusdt@trade","data":{"e":"trade"}}',
+        b'{"stream":"btcusdt@bookTicker","data":{"u":1}}',
+    ]
+    control = [
+        b'{"result":null,"id":1}',
+        b'{"id":2,"result":["btcusdt@trade"]}',
+        b'{"code":2,"msg":"Invalid request","id":3}',
+        b'{"error":{"code":2,"msg":"bad"},"id":4}',
+        b'{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1}}',
+        b'{"e":"serverShutdown","E":1}',
+        b"[]",
+        b"",
+        b'{"s":1}',
+    ]
+    frames = [data[0], *control[:4], data[1], *control[4:]]
+    assert connection.control_frames(frames) == control
+    assert [f for f in frames if connection.is_control(f)] == control
