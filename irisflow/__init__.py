@@ -27,9 +27,12 @@ from ._assemble import assemble as assemble
 from ._bars import BarStep as BarStep
 from ._chain import Block as Block
 from ._chain import Confirmation as Confirmation
+from ._chain import InternalTransaction as InternalTransaction
 from ._chain import Log as Log
+from ._chain import NftTransfer as NftTransfer
 from ._chain import Retraction as Retraction
 from ._chain import Swap as Swap
+from ._chain import TokenApproval as TokenApproval
 from ._chain import TokenInfo as TokenInfo
 from ._chain import TokenTransfer as TokenTransfer
 from ._chain import Transaction as Transaction
@@ -204,6 +207,7 @@ __all__ = [
     "FilterStep",
     "Frames",
     "Gap",
+    "InternalTransaction",
     "IrisflowError",
     "JoinStatistics",
     "Joined",
@@ -213,6 +217,7 @@ __all__ = [
     "Log",
     "MigrateReport",
     "MigrationState",
+    "NftTransfer",
     "Outbox",
     "OutboxItem",
     "Overflow",
@@ -257,6 +262,7 @@ __all__ = [
     "Template",
     "ThrottleStep",
     "Ticker",
+    "TokenApproval",
     "TokenInfo",
     "TokenTransfer",
     "Trade",

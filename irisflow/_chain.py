@@ -1,19 +1,20 @@
 """On-chain (EVM) event kinds, and the ABI decoding both chain venues share.
 
-Kinds: ``block``, ``log``, ``token_transfer``, ``swap``, ``transaction``, plus two that change
-earlier events: ``retraction`` (a chain reorganisation removed it) and ``confirmation`` (a venue
-with confirmation depth, Moralis, now reports it as final). Both name their target by its
-*natural key*: the target kind and ``tx_hash`` + ``log_index`` (``log_index`` is None for a
-transaction; a block is named by ``block_hash``).
+Kinds: ``block``, ``log``, ``token_transfer``, ``swap``, ``transaction``, ``internal_tx``,
+``approval``, ``nft_transfer``, plus two that change earlier events: ``retraction`` (a chain
+reorganisation removed it) and ``confirmation`` (a venue with confirmation depth, Moralis, now
+reports it as final). Both name their target by its *natural key*: the target kind and
+``tx_hash`` + ``log_index`` (``log_index`` is None for a transaction and holds the
+``internal_index`` of an internal transaction; a block is named by ``block_hash``).
 
 Conventions:
 
 - Addresses and hashes are lower-case ``0x`` hex (EVM hex is case-insensitive; checksummed
   mixed case is dropped).
-- ``symbol`` is ``'ETH'`` for blocks and transactions (the network's native coin; EVM networks
-  all count it in wei, 10**18 per coin, and Alchemy frames do not say which network they come
-  from), the token symbol for a transfer of a known token, else the contract address (logs,
-  unknown tokens) or the pool address (swaps).
+- ``symbol`` is ``'ETH'`` for blocks and (internal) transactions (the network's native coin; EVM
+  networks all count it in wei, 10**18 per coin, and Alchemy frames do not say which network
+  they come from), the token symbol for a transfer or approval of a known token, else the
+  contract address (logs, unknown tokens, NFTs without a symbol) or the pool address (swaps).
 - Raw on-chain amounts are exact Python ints (uint256/int256 as the ABI has them); scaled amounts
   are exact Decimals, never rounded: ``scale(2500000000, 6) == Decimal('2500')``.
 - ``ts`` is the block time when the venue sends it (Alchemy ``newHeads``, every Moralis body);
@@ -24,7 +25,7 @@ Conventions:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -43,9 +44,12 @@ __all__ = [
     "Block",
     "ChainDataError",
     "Confirmation",
+    "InternalTransaction",
     "Log",
+    "NftTransfer",
     "Retraction",
     "Swap",
+    "TokenApproval",
     "TokenInfo",
     "TokenTransfer",
     "Transaction",
@@ -264,6 +268,84 @@ class Transaction(Event):
 
 @event_kind
 @attrs.frozen
+class InternalTransaction(Event):
+    """Native coin moved by a contract call inside a transaction (Moralis ``txsInternal``).
+
+    ``symbol`` is ``'ETH'``. Moralis gives no index of its own, so ``internal_index`` counts the
+    entries of the same transaction in the body's ``txsInternal`` array: the unconfirmed and the
+    confirmed copy of a body list them alike, so ``(tx_hash, internal_index)`` names the same
+    one in both.
+    """
+
+    kind: ClassVar[str] = "internal_tx"
+
+    tx_hash: str = _doc("hash of the transaction it happened in")
+    internal_index: int = _doc("position among that transaction's internal transactions, from 0")
+    from_address: str = _doc("sender (the calling contract) address")
+    to_address: str | None = _doc("recipient address; None when the venue gives none")
+    value_wei: int = _big("native value moved, wei")
+    value_eth: Decimal = _doc("native value moved, ETH (wei / 10**18, exact)")
+    gas: int | None = _opt("gas given to the call")
+    block_number: int | None = _opt("block height")
+    block_hash: str | None = _opt("block hash")
+    confirmed: bool | None = _confirmed()
+
+
+@event_kind
+@attrs.frozen
+class TokenApproval(Event):
+    """An ERC-20 ``Approval``: ``owner`` lets ``spender`` move up to the amount of its tokens.
+
+    ``symbol`` is the token symbol when known, else its address; ``amount`` is None when the
+    token's decimals are unknown. An "unlimited" approval is ``raw_amount == 2**256 - 1``.
+    """
+
+    kind: ClassVar[str] = "approval"
+
+    token: str = _doc("token contract address")
+    owner: str = _doc("address whose tokens may be spent")
+    spender: str = _doc("address allowed to spend them")
+    raw_amount: int = _big("allowance in the token's smallest unit (uint256)")
+    tx_hash: str = _doc("hash of the transaction")
+    log_index: int = _doc("position of the Approval log within its block")
+    decimals: int | None = _opt("token decimals, when known")
+    amount: Decimal | None = _opt("allowance in tokens (raw / 10**decimals), exact; None: unknown")
+    block_number: int | None = _opt("block height")
+    block_hash: str | None = _opt("block hash")
+    possible_spam: bool | None = _opt("Moralis flags the token as possible spam")
+    confirmed: bool | None = _confirmed()
+
+
+@event_kind
+@attrs.frozen
+class NftTransfer(Event):
+    """An ERC-721 or ERC-1155 token moving (an NFT, or some of an ERC-1155 id).
+
+    ``symbol`` is ``token_symbol`` in upper case if the venue gives one, else the contract
+    address. An ERC-1155 batch gives one event per token id, all with the batch log's
+    ``log_index`` (they share its natural key: one retraction or confirmation names them all).
+    """
+
+    kind: ClassVar[str] = "nft_transfer"
+
+    contract: str = _doc("token (collection) contract address")
+    standard: str = _doc("'erc721' or 'erc1155'")
+    from_address: str = _doc("sender address (the zero address for a mint)")
+    to_address: str = _doc("recipient address (the zero address for a burn)")
+    token_id: int = _big("token id (uint256)")
+    amount: int = _big("how many of the token moved: 1 for ERC-721")
+    tx_hash: str = _doc("hash of the transaction")
+    log_index: int = _doc("position of the transfer log within its block")
+    operator: str | None = _opt("address that made an ERC-1155 transfer; None for ERC-721")
+    token_name: str | None = _opt("collection name, when the venue gives one")
+    token_symbol: str | None = _opt("collection symbol, when the venue gives one")
+    block_number: int | None = _opt("block height")
+    block_hash: str | None = _opt("block hash")
+    confirmed: bool | None = _confirmed()
+
+
+@event_kind
+@attrs.frozen
 class Retraction(Event):
     """An earlier event is void: a reorg removed its log or transaction from the chain.
 
@@ -292,7 +374,10 @@ class Confirmation(Event):
 
     target: str = _doc("kind of the confirmed event, e.g. 'transaction'")
     tx_hash: str | None = _opt("transaction hash of the event; None for a block")
-    log_index: int | None = _opt("log index of the event; None for a transaction or block")
+    log_index: int | None = _opt(
+        "log index of the event (internal_index for an internal_tx); None for a transaction"
+        " or block"
+    )
     block_number: int | None = _opt("block height it was confirmed in")
     block_hash: str | None = _opt("hash of the block it was confirmed in")
 
@@ -301,12 +386,19 @@ NaturalKey = tuple[str, str, int | None]
 """``(kind, tx hash or block hash, log index)``: what retractions and confirmations name."""
 
 
+_BY_LOG = frozenset({Log, TokenTransfer, Swap, TokenApproval, NftTransfer})
+"""Kinds named by the log they come from."""
+
+
 def natural_key(event: Event) -> NaturalKey | None:
     """The key an event is retracted or confirmed by; for those two, the key they name."""
     cls = event.__class__
-    if cls is TokenTransfer or cls is Swap or cls is Log:
+    if cls in _BY_LOG:
         e: Any = event
         return (cls.kind, e.tx_hash, e.log_index)
+    if cls is InternalTransaction:
+        assert isinstance(event, InternalTransaction)
+        return ("internal_tx", event.tx_hash, event.internal_index)
     if cls is Transaction:
         assert isinstance(event, Transaction)
         return ("transaction", event.tx_hash, None)
@@ -448,13 +540,13 @@ def decode_log(
     *,
     tokens: Mapping[str, TokenInfo] = KNOWN_TOKENS,
     confirmed: bool | None = None,
-    transfers: bool = True,
+    skip: Container[NaturalKey] = (),
 ) -> list[Event]:
     """The :class:`Log` event, followed by its decoded form when irisflow knows the event.
 
-    An ERC-20 ``Transfer`` (3 topics, one data word) adds a :class:`TokenTransfer`; a Uniswap
-    V2 (4 data words) or V3 (5 data words) ``Swap`` with 3 topics adds a :class:`Swap`. A log
-    whose shape does not match (ERC-721 has 4 topics and no data) stays a plain log.
+    Decoded (see :func:`derive`): an ERC-20 ``Transfer`` or ``Approval``, an ERC-721
+    ``Transfer``, a Uniswap V2 or V3 ``Swap``. Any other log, or one whose shape does not match
+    (topic count, data length), stays a plain log.
 
     Args:
         log: The validated log fields.
@@ -463,7 +555,8 @@ def decode_log(
         venue: Venue name.
         tokens: Token table for symbols and decimals.
         confirmed: The ``confirmed`` flag to set.
-        transfers: False to skip Transfer decoding (Moralis sends transfers pre-decoded).
+        skip: Natural keys not to decode again (Moralis sends transfers and approvals
+            pre-decoded, with more detail).
     """
     out: list[Event] = [
         Log(
@@ -483,7 +576,7 @@ def decode_log(
         )
     ]
     derived = derive(log, ts, recv_ts, venue, tokens=tokens, confirmed=confirmed)
-    if derived is not None and (transfers or derived.__class__ is not TokenTransfer):
+    if derived is not None and (derived.kind, log.tx_hash, log.log_index) not in skip:
         out.append(derived)
     return out
 
@@ -497,11 +590,16 @@ def derive(
     tokens: Mapping[str, TokenInfo] = KNOWN_TOKENS,
     confirmed: bool | None = None,
 ) -> Event | None:
-    """The token transfer or swap a log encodes, or None (see :func:`decode_log`)."""
+    """The event a log encodes, or None (see :func:`decode_log`).
+
+    ``Transfer`` shares its topic0 between ERC-20 and ERC-721; the topic count tells them apart
+    (venues.md §3.5): 3 topics and one data word is ERC-20 (a :class:`TokenTransfer`), 4 topics
+    (``tokenId`` indexed) and no data is ERC-721 (an :class:`NftTransfer`). An ``Approval`` with
+    3 topics and one data word is ERC-20's (a :class:`TokenApproval`); ERC-721's has 4 topics
+    and stays a plain log. A Uniswap ``Swap`` has 3 topics and 4 (V2) or 5 (V3) data words.
+    """
     topics = log.topics
-    if len(topics) != 3:
-        return None
-    topic0 = topics[0]
+    topic0 = topics[0] if topics else ""
     data_len = len(log.data) - 2
     common: dict[str, Any] = {
         "venue": venue,
@@ -513,19 +611,35 @@ def derive(
         "block_hash": log.block_hash,
         "confirmed": confirmed,
     }
-    if topic0 == TRANSFER_TOPIC and data_len == 64:
+    if len(topics) == 4:
+        if topic0 == TRANSFER_TOPIC and data_len == 0:
+            return NftTransfer(
+                symbol=log.address,
+                contract=log.address,
+                standard="erc721",
+                from_address=_topic_address(topics[1]),
+                to_address=_topic_address(topics[2]),
+                token_id=int(topics[3], 16),
+                amount=1,
+                **common,
+            )
+        return None
+    if len(topics) != 3:
+        return None
+    if topic0 in (TRANSFER_TOPIC, APPROVAL_TOPIC) and data_len == 64:
         raw = int(log.data[2:], 16)
         info = tokens.get(log.address)
-        return TokenTransfer(
-            symbol=info.symbol if info is not None else log.address,
-            token=log.address,
-            from_address=_topic_address(topics[1]),
-            to_address=_topic_address(topics[2]),
-            raw_amount=raw,
-            decimals=info.decimals if info is not None else None,
-            amount=scale(raw, info.decimals) if info is not None else None,
-            **common,
-        )
+        token: dict[str, Any] = {
+            "symbol": info.symbol if info is not None else log.address,
+            "token": log.address,
+            "raw_amount": raw,
+            "decimals": info.decimals if info is not None else None,
+            "amount": scale(raw, info.decimals) if info is not None else None,
+        }
+        first, second = _topic_address(topics[1]), _topic_address(topics[2])
+        if topic0 == APPROVAL_TOPIC:
+            return TokenApproval(owner=first, spender=second, **token, **common)
+        return TokenTransfer(from_address=first, to_address=second, **token, **common)
     if topic0 == UNISWAP_V2_SWAP_TOPIC and data_len == 4 * 64:
         a0_in, a1_in, a0_out, a1_out = _words(log.data)
         return Swap(

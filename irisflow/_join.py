@@ -17,6 +17,17 @@ A :class:`Joined` event has ``key``, ``lag`` (left ``ts`` - right ``ts``, ns) an
 of both sides with a ``left_`` or ``right_`` prefix (``left_price``, ``right_bid_price``,
 ``right_ts``, ...), typed, so ``select spread = left_price - right_ask_price`` works. Its
 ``venue``, ``symbol``, ``ts`` and ``recv_ts`` are the left event's. Gaps pass.
+
+**Reorgs** (when on-chain kinds flow in; ``_reorg.py``). Retractions and confirmations pass
+on. A retracted right event leaves the history, so later left events pair with the right event
+before it. A retracted left event still waiting is dropped. An emitted pair whose left or right
+event is retracted is withdrawn: a ``retraction`` with target ``join`` naming the left event's
+``tx_hash`` and ``log_index`` (:func:`~irisflow._reorg.reorg_key` of the pair). If it was the
+right event, the left one is paired again with the history as it now stands, and comes out
+again if it matches (or with ``outer``). A pair whose left event is market data has no natural
+key and cannot be withdrawn: it stays, counted in ``statistics().unnamed``. Pairs are kept
+for :data:`~irisflow._reorg.REORG_HORIZON` past the left event's time (and right events as
+long, to pair again with); a retraction after that is counted as ``expired``.
 """
 
 from __future__ import annotations
@@ -29,8 +40,18 @@ from typing import Any, ClassVar
 
 import attrs
 
+from ._chain import NaturalKey
 from ._events import Event, Gap, described, event_kind
 from ._filter import Filter
+from ._reorg import (
+    MARK_CLASSES,
+    MARKS,
+    REORG_HORIZON,
+    Ledger,
+    carries_chain,
+    reorg_key,
+    withdrawal,
+)
 from ._steps import PipelineError, condition, kind_set, no_key
 
 __all__ = ["AsofJoinStep", "JoinStatistics", "Joined", "joined_class"]
@@ -105,6 +126,29 @@ class JoinStatistics:
     """Left events with no right event within the tolerance."""
     waiting: int
     """Left events waiting for the right stream to reach their time."""
+    withdrawn: int = 0
+    """Emitted pairs withdrawn because a reorg retracted their left or right event."""
+    repaired: int = 0
+    """Of those, pairs of a retracted right event that came out again with another one."""
+    unnamed: int = 0
+    """Pairs of a retracted right event that could not be withdrawn: a market-data left."""
+    expired: int = 0
+    """Retractions that came after the pair they concern was forgotten."""
+
+
+class _Pair:
+    """An emitted pair, kept for retractions of its events."""
+
+    __slots__ = ("joined", "left", "left_key", "right_key")
+
+    def __init__(self, joined: Joined, left: Event, right: Event | None) -> None:
+        self.joined, self.left = joined, left
+        self.left_key = reorg_key(left)
+        self.right_key = None if right is None else reorg_key(right)
+
+
+def _pair_keys(pair: _Pair) -> list[NaturalKey]:
+    return [key for key in (pair.left_key, pair.right_key) if key is not None]
 
 
 @attrs.define(on_setattr=attrs.setters.NO_OP)  # plain attribute writes: hot path
@@ -143,6 +187,13 @@ class AsofJoinStep:
     _watermark: int = attrs.field(init=False, default=_NEVER)
     _joined: int = attrs.field(init=False, default=0)
     _unmatched: int = attrs.field(init=False, default=0)
+    _chain: bool = attrs.field(init=False, default=False)
+    _pairs: Ledger[_Pair] | None = attrs.field(init=False, default=None)
+    """With on-chain kinds: emitted pairs by the natural keys of their events."""
+    _right_at: dict[NaturalKey, str] = attrs.field(init=False, factory=dict)
+    """With on-chain kinds: the join key each remembered right event is filed under."""
+    _counts: list[int] = attrs.field(init=False, factory=lambda: [0, 0, 0])
+    """Withdrawn, repaired, unnamed."""
 
     def __attrs_post_init__(self) -> None:
         if self.within <= 0 or self.lateness < 0:
@@ -151,17 +202,30 @@ class AsofJoinStep:
         self._is_right = condition(self.right, classes)
         self._cls = joined_class(classes, self._is_right.kinds)
         self.output_kinds = frozenset({self._cls, Gap})
+        if carries_chain(classes):
+            self._chain, self._pairs = True, Ledger(_pair_keys)
+            self.output_kinds |= MARK_CLASSES
 
     def statistics(self) -> JoinStatistics:
         """Counters so far."""
-        return JoinStatistics(self._joined, self._unmatched, len(self._waiting))
+        expired = 0 if self._pairs is None else self._pairs.expired
+        withdrawn, repaired, unnamed = self._counts
+        return JoinStatistics(
+            self._joined, self._unmatched, len(self._waiting), withdrawn, repaired, unnamed, expired
+        )
 
     def process(self, events: list[Event]) -> list[Event]:
         """Remember right events, pair left ones whose time has come; gaps pass."""
         out: list[Event] = []
+        chain = self._chain
         for event in events:
             if event.__class__ is Gap:
                 out.append(event)
+                continue
+            if chain and event.kind in MARKS:
+                out.append(event)
+                if event.kind == "retraction":
+                    self._retract(event, out)
                 continue
             ts = event.ts
             self._last_recv = max(self._last_recv, event.recv_ts)
@@ -202,11 +266,22 @@ class AsofJoinStep:
         times.insert(at, event.ts)
         rights.insert(at, event)
         self._right_ts = max(self._right_ts, event.ts)
-        # Forget right events no waiting or future left event can pair with (keep one base).
+        # Forget right events no waiting or future left event can pair with (keep one base);
+        # with on-chain kinds, none a pair still kept for reorgs could pair with again.
         oldest = self._waiting[0].ts if self._waiting else self._watermark
         horizon = min(oldest, self._watermark) - self.within
+        if self._chain:
+            right_key = reorg_key(event)
+            if right_key is not None:
+                self._right_at[right_key] = key
+            horizon -= REORG_HORIZON
         drop = bisect.bisect_right(times, horizon) - 1
         if drop > 0:
+            if self._chain:
+                for gone in rights[:drop]:
+                    gone_key = reorg_key(gone)
+                    if gone_key is not None and self._right_at.get(gone_key) == key:
+                        del self._right_at[gone_key]
             del times[:drop], rights[:drop]
 
     def _release(self, out: list[Event]) -> None:
@@ -214,9 +289,44 @@ class AsofJoinStep:
         while waiting:
             left = waiting[0]
             if left.ts > self._right_ts and left.ts > self._watermark:
-                return
+                break
             waiting.popleft()
             self._pair(left, out)
+        if self._pairs is not None:
+            self._pairs.expire(self._watermark)
+
+    def _retract(self, retraction: Event, out: list[Event]) -> None:
+        """Take back the event ``retraction`` names: as a left or right event, and the pairs
+        made of it."""
+        key = reorg_key(retraction)
+        if key is None:
+            return
+        if any(reorg_key(e) == key for e in self._waiting):
+            self._waiting = collections.deque(e for e in self._waiting if reorg_key(e) != key)
+        where = self._right_at.pop(key, None)
+        if where is not None:
+            times, rights = self._times[where], self._rights[where]
+            keep = [i for i, e in enumerate(rights) if reorg_key(e) != key]
+            self._times[where] = [times[i] for i in keep]
+            self._rights[where] = [rights[i] for i in keep]
+        assert self._pairs is not None
+        for pair in self._pairs.take(key):
+            self._pairs.drop(pair)
+            name = reorg_key(pair.joined)
+            if name is None:
+                self._counts[2] += 1
+                continue
+            out.append(withdrawal(pair.joined, name, retraction))
+            self._counts[0] += 1
+            if pair.joined.lag is None:
+                self._unmatched -= 1
+            else:
+                self._joined -= 1
+            if pair.left_key != key:  # its right event is void: the left one pairs again
+                before = len(out)
+                self._pair(pair.left, out)
+                self._counts[1] += len(out) > before
+            pair.left_key = pair.right_key = None  # nothing left to forget when it expires
 
     def _pair(self, left: Event, out: list[Event]) -> None:
         key = self.key(left)
@@ -243,4 +353,12 @@ class AsofJoinStep:
             for name in names:
                 values[prefix + name] = getattr(event, name)
         lag = None if right is None else left.ts - right.ts
-        out.append(self._cls(left.venue, left.symbol, left.ts, left.recv_ts, key, lag, **values))
+        joined = self._cls(left.venue, left.symbol, left.ts, left.recv_ts, key, lag, **values)
+        out.append(joined)
+        if self._pairs is not None:
+            pair = _Pair(joined, left, right)
+            keys = _pair_keys(pair)
+            for natural in keys:
+                self._pairs.add(natural, pair)
+            if keys:  # a pair of market data has nothing a reorg could take back
+                self._pairs.keep(left.ts, pair)

@@ -31,6 +31,7 @@ from ._bars import BarStep
 from ._events import KINDS, Event, Gap
 from ._filter import Filter, compile_filter
 from ._join import AsofJoinStep
+from ._reorg import MARK_CLASSES, Passed, carries_chain
 from ._steps import (
     DedupeStep,
     Key,
@@ -72,7 +73,12 @@ def _never(event: Event) -> bool:
 
 @attrs.define
 class FilterStep:
-    """Keep the events every filter accepts. Gap events always pass: holes stay visible."""
+    """Keep the events every filter accepts. Gap events always pass: holes stay visible.
+
+    When the filters can pass on-chain kinds, a retraction or confirmation also passes if it
+    names an event the step passed (the latest :data:`~irisflow._reorg.REORG_MEMORY`), so
+    ``filter kind == 'swap'`` lets the retractions of its swaps through to later steps.
+    """
 
     timed: ClassVar[bool] = False
     """Filters keep no time-driven state: the runner need not wake them when idle."""
@@ -80,6 +86,8 @@ class FilterStep:
     filters: tuple[Filter, ...]
     output_kinds: frozenset[type[Event]] | None = attrs.field(init=False, default=None)
     _tables: list[dict[type[Event], Callable[[Event], bool]]] = attrs.field(init=False)
+    _passed: Passed | None = attrs.field(init=False, default=None)
+    """With on-chain kinds: the keys of the events passed, for their retractions."""
 
     def __attrs_post_init__(self) -> None:
         # One class -> predicate table per filter, built once: the per-event cost is a dict
@@ -93,9 +101,17 @@ class FilterStep:
         if self.filters:
             passing = frozenset.intersection(*(f.kinds for f in self.filters))
             self.output_kinds = passing | {Gap}
+            if carries_chain(passing):
+                self._passed = Passed()
+                self.output_kinds |= MARK_CLASSES
 
     def process(self, events: list[Event]) -> list[Event]:
-        """The events all filters accept, plus every gap."""
+        """The events all filters accept, plus every gap (and the marks of what passed)."""
+        if self._passed is not None:
+            return self._passed.follow(events, self._filter(events))
+        return self._filter(events)
+
+    def _filter(self, events: list[Event]) -> list[Event]:
         for table, predicate in zip(self._tables, self.filters, strict=True):
             try:
                 events = [e for e in events if table[e.__class__](e)]

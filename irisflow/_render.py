@@ -260,7 +260,8 @@ def show_venues(venues: Sequence[Any], detail: bool) -> None:
         table.add_column("kinds")
         table.add_column("what it carries")
         for info in venue.channel_info():
-            table.add_row(info.name, ", ".join(info.kinds), info.doc)
+            # Channel syntax has brackets (logs[:<topic0>[/<topic1>...]]): not Rich markup.
+            table.add_row(escape(info.name), ", ".join(info.kinds), escape(info.doc))
         console.print(table)
         creds = ", ".join(venue.credentials) if venue.credentials else "none"
         console.print(f"endpoint {venue.default_endpoint}; credentials: {creds}\n")

@@ -39,12 +39,12 @@ _SIX_DIGITS = decimal.Context(prec=6)
 
 
 def chain_kinds() -> tuple[type[Event], ...]:
-    """The on-chain kinds whale rules read (token transfers and transactions)."""
+    """The on-chain kinds whale rules read (token transfers, transactions, internal ones)."""
     try:
-        from ._chain import TokenTransfer, Transaction
+        from ._chain import InternalTransaction, TokenTransfer, Transaction
     except ImportError:  # pragma: no cover - the on-chain module is part of irisflow
         return ()
-    return (TokenTransfer, Transaction)
+    return (TokenTransfer, Transaction, InternalTransaction)
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,13 +341,13 @@ class _Whale:
     limit: int
     seen: collections.OrderedDict[Hashable, None] = attrs.field(factory=collections.OrderedDict)
     # From irisflow._chain, imported once when the rule is set up (not per event).
-    transaction: type[Any] = attrs.field(init=False)
+    native: tuple[type[Any], ...] = attrs.field(init=False)
     natural_key: Callable[[Any], Hashable] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        from ._chain import Transaction, natural_key
+        from ._chain import InternalTransaction, Transaction, natural_key
 
-        self.transaction = Transaction
+        self.native = (Transaction, InternalTransaction)
         self.natural_key = natural_key
 
     def key(self, event: Event) -> _Key:
@@ -365,7 +365,7 @@ class _Whale:
             return None  # the same transfer again (pending, then mined)
         self.seen[identity] = None
         _lru(self.seen, identity, self.limit)
-        amount = whale.value_eth if whale.__class__ is self.transaction else whale.amount
+        amount = whale.value_eth if whale.__class__ in self.native else whale.amount
         return _Fire("whale", whale, {"amount": amount})
 
 

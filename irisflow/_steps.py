@@ -29,6 +29,7 @@ from ._errors import FilterError, PipelineError
 from ._events import Event, Gap
 from ._expr import fail
 from ._filter import Expression, Filter, compile_expression, compile_filter
+from ._reorg import MARKS, carries_chain, pass_marks
 
 __all__ = [
     "DedupeStep",
@@ -315,7 +316,10 @@ class SelectStep:
     )
 
     def __attrs_post_init__(self) -> None:
+        # Gaps, retractions and confirmations pass as they are (a mark must stay a mark).
         classes = [cls for cls in dict.fromkeys(self.kinds) if cls is not Gap]
+        marks = frozenset(cls for cls in classes if cls.kind in MARKS)
+        classes = [cls for cls in classes if cls not in marks]
         if not self.assignments:
             raise PipelineError("'select' needs NAME = EXPRESSION, e.g. notional = price * qty")
         seen: set[str] = set()
@@ -339,7 +343,7 @@ class SelectStep:
             target = enriched_class(cls, fields)
             names = tuple(f.name for f in attrs.fields(cls))
             self._targets[cls] = (target, names, tuple(e for _, e in compiled))
-        self.output_kinds = frozenset(t for t, _, _ in self._targets.values()) | {Gap}
+        self.output_kinds = frozenset(t for t, _, _ in self._targets.values()) | {Gap} | marks
 
     def process(self, events: list[Event]) -> list[Event]:
         """Every event with the computed fields added."""
@@ -347,7 +351,7 @@ class SelectStep:
         targets = self._targets
         for event in events:
             target = targets.get(event.__class__)
-            if target is None:  # a gap, or a class the step was not built for
+            if target is None:  # a gap, a mark, or a class the step was not built for
                 out.append(event)
                 continue
             cls, names, exprs = target
@@ -361,6 +365,14 @@ class SelectStep:
 
 
 # ---------------------------------------------------------------------------- per-key steps
+
+
+def _marks_pass(step: ThrottleStep | DedupeStep | SampleStep) -> bool:
+    """Whether on-chain kinds reach ``step`` (its ``output_kinds`` are its input kinds): then
+    retractions and confirmations pass it untouched."""
+    if step._chain is None:
+        step._chain = carries_chain(step.output_kinds or ())
+    return step._chain
 
 
 @attrs.define
@@ -380,9 +392,15 @@ class ThrottleStep:
     dropped: int = 0
     """Events dropped so far."""
     _last: dict[str, int] = attrs.field(factory=dict)
+    _chain: bool | None = attrs.field(init=False, default=None)
 
     def process(self, events: list[Event]) -> list[Event]:
-        """The events that pass."""
+        """The events that pass (retractions and confirmations always do)."""
+        if _marks_pass(self):
+            return pass_marks(self._process, events)
+        return self._process(events)
+
+    def _process(self, events: list[Event]) -> list[Event]:
         out: list[Event] = []
         last, key, interval = self._last, self.key, self.interval
         for event in events:
@@ -435,9 +453,15 @@ class DedupeStep:
     _seen: dict[object, int] = attrs.field(factory=dict)
     _order: collections.deque[tuple[int, object]] = attrs.field(factory=collections.deque)
     _max_ts: int = -(2**63)
+    _chain: bool | None = attrs.field(init=False, default=None)
 
     def process(self, events: list[Event]) -> list[Event]:
-        """The events that are not repeats."""
+        """The events that are not repeats (retractions and confirmations always pass)."""
+        if _marks_pass(self):
+            return pass_marks(self._process, events)
+        return self._process(events)
+
+    def _process(self, events: list[Event]) -> list[Event]:
         out: list[Event] = []
         seen, order, interval, key = self._seen, self._order, self.interval, self.key
         for event in events:
@@ -477,13 +501,20 @@ class SampleStep:
     key: Callable[[Event], str] = no_key
     output_kinds: frozenset[type[Event]] | None = None
     _counts: dict[str, int] = attrs.field(factory=dict)
+    _chain: bool | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         if self.every < 1:
             raise PipelineError(f"sample needs a count of at least 1 (got {self.every})")
 
     def process(self, events: list[Event]) -> list[Event]:
-        """Every ``N``-th event of each key, starting with the first."""
+        """Every ``N``-th event of each key, starting with the first (and every retraction and
+        confirmation)."""
+        if _marks_pass(self):
+            return pass_marks(self._process, events)
+        return self._process(events)
+
+    def _process(self, events: list[Event]) -> list[Event]:
         out: list[Event] = []
         counts, key, every = self._counts, self.key, self.every
         for event in events:

@@ -1,7 +1,9 @@
 """Whale tracking: a sans-IO pipeline step that keeps only large value transfers.
 
-It passes native transactions moving at least ``min_eth`` ETH and ERC-20 transfers of at least
-``min_tokens`` tokens (or a per-token threshold), counted with the token's decimals. Unlike the
+It passes native transactions moving at least ``min_eth`` ETH (internal transactions too: ETH
+a contract call moved inside a transaction, Moralis ``txsInternal``) and ERC-20 transfers of at
+least ``min_tokens`` tokens (or a per-token threshold), counted with the token's decimals.
+Approvals move nothing, so they never pass; nor do NFT transfers. Unlike the
 seed's tracker it never guesses: a contract creation (no ``to``) is an ordinary transaction,
 token amounts are scaled by the token's own decimals, and a token whose decimals nobody knows
 is reported raw, passing only a ``min_raw`` threshold, with ``amount``/``decimals`` None to
@@ -24,6 +26,7 @@ import attrs
 from ._chain import (
     KNOWN_TOKENS,
     Confirmation,
+    InternalTransaction,
     NaturalKey,
     Retraction,
     TokenInfo,
@@ -64,14 +67,15 @@ def _resolve(
 
 @attrs.define
 class WhaleStep:
-    """Keep only large native transactions and token transfers.
+    """Keep only large native (and internal) transactions and token transfers.
 
     Thresholds are inclusive ("at least"). Per-token thresholds are keyed by contract
     address; symbols are accepted and looked up in ``tokens`` when the step is built, so a
     spam token calling itself "USDC" never matches USDC's threshold.
 
     Args:
-        min_eth: Native transactions moving at least this many ETH pass (None: none do).
+        min_eth: Native and internal transactions moving at least this many ETH pass (None:
+            none do).
         min_tokens: Transfers of at least this many tokens pass, for tokens whose decimals
             are known (None: only tokens in ``per_token`` can pass).
         per_token: Thresholds in tokens for particular tokens, by address or known symbol.
@@ -116,8 +120,8 @@ class WhaleStep:
         out: list[Event] = []
         for event in events:
             cls = event.__class__
-            if cls is Transaction:
-                assert isinstance(event, Transaction)
+            if cls is Transaction or cls is InternalTransaction:
+                assert isinstance(event, Transaction | InternalTransaction)
                 if self.min_eth is not None and event.value_eth >= self.min_eth:
                     self._keep(event, out)
             elif cls is TokenTransfer:

@@ -25,7 +25,8 @@ A venue's gap event comes when the connection is back, so a window that the cloc
 the clock back: with ``idle`` above the time a venue takes to notice and report an outage
 (its stale timeout plus a reconnect), such windows wait for the gap and are marked.
 
-**Results** are :class:`Window` events (kind ``window``) with the aggregates as typed fields.
+**Results** are :class:`Window` events (kind ``window``) with the aggregates as typed fields
+(``_results.py``: what windows and bars share).
 ``ts`` is the window's end; ``recv_ts`` is the receive-clock time at which the window became
 due: the receive time of the event that moved the watermark past it, or, closed by the clock,
 ``last_recv + idle + (end + lateness - max_ts)``. Neither depends on how often ``advance``
@@ -35,28 +36,39 @@ ran.
 ``late emit`` come out as :class:`Late` events. **Gaps** pass through; a window whose span
 overlaps a gap of its venue comes out with ``complete = false``, as does every window still
 open when :meth:`flush` is called at the end of the stream.
+
+**Reorgs.** When on-chain kinds flow in, every window remembers its events (``_reorg.py``).
+A retraction removes the event it names from the windows that counted it and refolds them,
+so results stay exact: an open window simply comes out without it; an emitted one comes out
+again, same key and span, with ``revision`` one higher (count 0 if nothing is left). A
+session that loses the event that bridged it, or its first or last event, is split or
+shrunk: the old span comes out again with count 0, the sessions left as new results.
+Emitted windows are kept for :data:`~irisflow._reorg.REORG_HORIZON` of event time past their
+end; a retraction after that is counted (``expired``). Retractions and confirmations are not
+counted in windows; they pass on. Over window results, a revision replaces the result it
+revises.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Sequence
-from decimal import Decimal
-from typing import Any, ClassVar
+from collections.abc import Callable
 
 import attrs
 
-from ._aggregates import Aggregate
-from ._chain import natural_key
+from ._chain import NaturalKey
 from ._duration import format_duration
-from ._events import Event, Gap, described, event_kind
-from ._folds import BoundAggregate
-from ._steps import (
-    PipelineError,
-    enriched_class,
-    error,
-    kind_set,
+from ._events import Event, Gap
+from ._reorg import MARKS
+from ._results import (
+    Late,
+    OpenWindow,
+    Window,
+    WindowResults,
+    WindowStatistics,
+    window_class,
 )
+from ._steps import PipelineError
 
 __all__ = [
     "Late",
@@ -71,217 +83,13 @@ __all__ = [
 _NEVER = -(2**63)
 _FOREVER = 2**63
 
-
-_doc = described
-
-
-def _time(text: str) -> Any:
-    return described(text, time=True)
-
-
-@event_kind
-@attrs.frozen
-class Window(Event):
-    """The result of a window or bar: its key, span, count and aggregate values.
-
-    ``venue`` and ``symbol`` are those of the window's events (``'*'`` when they differ);
-    ``ts`` is ``end``. A window step adds one typed field per aggregate (``vwap``, ``open``,
-    ``sum_qty``, ...), so filters after it can use them: ``filter vwap > 46000``.
-    """
-
-    kind: ClassVar[str] = "window"
-
-    key: str = _doc("the key of the window's events ('' when the stream is not keyed)")
-    start: int = _time("window start (inclusive); for bars, the first event's time")
-    end: int = _time("window end (exclusive); for bars, the last event's time")
-    count: int = _doc("number of events in the window")
-    complete: bool = _doc(
-        "false when the window overlaps a gap in the data or the stream ended inside it"
-    )
-    spec: str = _doc("the window, e.g. 'tumbling 1m', 'sliding 5m/1m', 'session 30s'")
-
-
-@event_kind
-@attrs.frozen
-class Late(Event):
-    """An event that came after its window closed (``late emit``); ``event`` is that event."""
-
-    kind: ClassVar[str] = "late"
-
-    key: str = _doc("the event's key")
-    watermark: int = _time("the watermark when it came: its window had closed at or before")
-    event: Any = _doc("the late event itself, unchanged")  # noqa: RUF009
-
-
-_RESERVED = frozenset(attrs.fields_dict(Window)) | {"kind"}
-
-
-def window_class(fields: Sequence[tuple[str, str, str]]) -> type[Window]:
-    """The :class:`Window` subclass with aggregate fields ``(name, type, doc)`` (cached)."""
-    if not fields:
-        return Window
-    return enriched_class(Window, fields)  # type: ignore[return-value]
-
-
-@attrs.frozen
-class WindowStatistics:
-    """What a window or bar step has done so far."""
-
-    open: int
-    """Windows (or bars) open now."""
-    emitted: int
-    """Results emitted."""
-    late: int
-    """Events that came after their window closed."""
-    incomplete: int
-    """Results emitted with ``complete = false``."""
-
-
 MAX_OVERLAP = 1000
 """Most windows one event may fall in (size / slide): each costs work per event."""
-
-
-_CHAIN_KINDS = frozenset({"token_transfer", "swap", "log", "transaction", "block"})
-_MARKS_NAMES = ("retraction", "confirmation")
-
-
-class _Marks:
-    """The retraction and confirmation classes, looked up once the chain kinds exist."""
-
-    def __contains__(self, cls: object) -> bool:
-        return getattr(cls, "kind", None) in _MARKS_NAMES
-
-
-_MARKS = _Marks()
-
-
-def _remember(acc: OpenWindow, event: Event) -> None:
-    key = natural_key(event)
-    if key is not None:
-        if acc.keys is None:
-            acc.keys = set()
-        acc.keys.add(key)
 
 
 def _at(recv_ts: int) -> Callable[[int], int]:
     """Due-time function for windows closed by an event: its receive time."""
     return lambda end: recv_ts
-
-
-class OpenWindow:
-    """One open window: span, count, aggregate states."""
-
-    __slots__ = (
-        "complete",
-        "count",
-        "end",
-        "folds",
-        "key",
-        "keys",
-        "last",
-        "start",
-        "states",
-        "symbol",
-        "venue",
-    )
-
-    def __init__(self, key: str, start: int, end: int, event: Event, states: list[Any]) -> None:
-        self.key, self.start, self.end = key, start, end
-        self.count = 0
-        self.venue, self.symbol = event.venue, event.symbol
-        self.complete = True
-        self.states = states
-        self.folds: list[tuple[Callable[[list[Any], Event], None], list[Any]]] = []
-        """``(add, state)`` per aggregate, for the tumbling fast path."""
-        self.last = start  # sessions: the latest event time; bars: too
-        self.keys: set[Any] | None = None
-        """Natural keys of the on-chain events folded in (for their retractions)."""
-
-
-@attrs.define(on_setattr=attrs.setters.NO_OP)  # plain attribute writes: hot path
-class WindowResults:
-    """What window and bar steps share: aggregates, the result class, gaps, counters."""
-
-    key: Callable[[Event], str]
-    aggregates: Sequence[Aggregate]
-    kinds: frozenset[type[Event]] = attrs.field(converter=kind_set)
-    emit_late: bool = False
-    output_kinds: frozenset[type[Event]] = attrs.field(init=False)
-    _bound: list[BoundAggregate] = attrs.field(init=False)
-    _cls: type[Window] = attrs.field(init=False)
-    _gaps: list[Gap] = attrs.field(init=False, factory=list)
-    _emitted: int = attrs.field(init=False, default=0)
-    _late: int = attrs.field(init=False, default=0)
-    _incomplete: int = attrs.field(init=False, default=0)
-
-    def _bind(self) -> None:
-        classes = [cls for cls in dict.fromkeys(self.kinds) if cls is not Gap]
-        self._bound = []
-        fields: list[tuple[str, str, str]] = []
-        for agg in self.aggregates:
-            bound = agg.bind(classes)
-            for name, kind, doc in bound.fields:
-                if name in _RESERVED or any(name == f[0] for f in fields):
-                    what = "a window result's own field" if name in _RESERVED else "taken"
-                    raise error(
-                        agg.text or agg.func,
-                        f"field name {name!r} of {str(agg.text or agg.func)!r} is {what}"
-                        f" (name it: x = {agg.text or agg.func})",
-                    )
-                fields.append((name, kind, doc))
-            if bound.fields:
-                self._bound.append(bound)
-        self._cls = window_class(fields)
-        late = {Late} if self.emit_late else set()
-        self.output_kinds = frozenset({self._cls, Gap, *late})
-
-    def _new_states(self) -> list[Any]:
-        return [bound.new() for bound in self._bound]
-
-    def _fold(self, acc: OpenWindow, event: Event) -> None:
-        acc.count += 1
-        if event.venue != acc.venue:
-            acc.venue = "*"
-        if event.symbol != acc.symbol:
-            acc.symbol = "*"
-        for bound, state in zip(self._bound, acc.states, strict=True):
-            bound.add(state, event)
-
-    def _result(self, acc: OpenWindow, recv_ts: int, spec: str, *, ended: bool = False) -> Window:
-        complete = acc.complete and not ended and not self._touches_gap(acc)
-        seconds = Decimal(acc.end - acc.start).scaleb(-9) if acc.end > acc.start else None
-        values: list[Any] = []
-        for bound, state in zip(self._bound, acc.states, strict=True):
-            values.extend(bound.values(state, seconds))
-        self._emitted += 1
-        self._incomplete += not complete
-        return self._cls(
-            acc.venue,
-            acc.symbol,
-            acc.end,
-            recv_ts,
-            acc.key,
-            acc.start,
-            acc.end,
-            acc.count,
-            complete,
-            spec,
-            *values,
-        )
-
-    def _touches_gap(self, acc: OpenWindow) -> bool:
-        for gap in self._gaps:
-            venue_matches = gap.venue in (acc.venue, "*") or acc.venue == "*"
-            if venue_matches and gap.start < acc.end and gap.end >= acc.start:
-                return True
-        return False
-
-    def _late_event(self, event: Event, key: str, watermark: int, out: list[Event]) -> None:
-        self._late += 1
-        if self.emit_late:
-            out.append(
-                Late(event.venue, event.symbol, event.ts, event.recv_ts, key, watermark, event)
-            )
 
 
 @attrs.define(on_setattr=attrs.setters.NO_OP)  # plain attribute writes: hot path
@@ -307,7 +115,6 @@ class WindowStep(WindowResults):
     lateness: int = attrs.field(default=0, kw_only=True)
     idle: int = attrs.field(default=0, kw_only=True)
     sample: bool = attrs.field(default=False, kw_only=True)
-    spec: str = attrs.field(init=False)
     _open: dict[tuple[str, int], OpenWindow] = attrs.field(init=False, factory=dict)
     _latest: dict[str, OpenWindow] = attrs.field(init=False, factory=dict)
     _sessions: dict[str, list[OpenWindow]] = attrs.field(init=False, factory=dict)
@@ -315,13 +122,8 @@ class WindowStep(WindowResults):
     _max_ts: int = attrs.field(init=False, default=_NEVER)
     _last_recv: int = attrs.field(init=False, default=_NEVER)
     _watermark: int = attrs.field(init=False, default=_NEVER)
-    _chain: bool = attrs.field(init=False, default=False)
-    """On-chain kinds flow in: windows remember their events for retractions."""
-    retracted: int = attrs.field(init=False, default=0)
-    """Windows marked incomplete because an event in them was retracted (a reorg)."""
 
     def __attrs_post_init__(self) -> None:
-        self._chain = any(cls.kind in _CHAIN_KINDS for cls in self.kinds or ())
         if self.size <= 0 or (self.slide is not None and self.slide <= 0):
             raise PipelineError("window size and slide must be positive")
         if self.lateness < 0 or self.idle < 0:
@@ -349,6 +151,7 @@ class WindowStep(WindowResults):
             self._cls = Window
             classes = frozenset(cls for cls in self.kinds)
             self.output_kinds = classes | {Gap} | ({Late} if self.emit_late else set())
+            self._watch_chain()
         else:
             self._bind()
 
@@ -357,7 +160,7 @@ class WindowStep(WindowResults):
     def statistics(self) -> WindowStatistics:
         """Counters so far."""
         open_ = len(self._open) + sum(len(s) for s in self._sessions.values())
-        return WindowStatistics(open_, self._emitted, self._late, self._incomplete)
+        return self._stats(open_, self._late)
 
     def process(self, events: list[Event]) -> list[Event]:
         """Fold events into their windows; return results that closed, late events, gaps."""
@@ -371,10 +174,12 @@ class WindowStep(WindowResults):
                 self._gap(event)
                 out.append(event)
                 continue
-            if self._chain and event.__class__ in _MARKS:
-                self._mark(event)
-                out.append(event)
-                continue
+            if self._chain:
+                if event.kind in MARKS:
+                    self._mark(event, out)
+                    continue
+                if getattr(event, "revision", 0) and self._replace(event, out):
+                    continue
             ts = event.ts
             if event.recv_ts > self._last_recv:
                 self._last_recv = event.recv_ts
@@ -415,10 +220,12 @@ class WindowStep(WindowResults):
                 self._gap(event)
                 out.append(event)
                 continue
-            if chain and event.__class__ in _MARKS:
-                self._mark(event)
-                out.append(event)
-                continue
+            if chain:
+                if event.kind in MARKS:
+                    self._mark(event, out)
+                    continue
+                if getattr(event, "revision", 0) and self._replace(event, out):
+                    continue
             ts = event.ts
             if event.recv_ts > last_recv:
                 last_recv = event.recv_ts
@@ -454,7 +261,7 @@ class WindowStep(WindowResults):
             for add, state in acc.folds:
                 add(state, event)
             if chain:
-                _remember(acc, event)
+                self._remember(acc, event)
         self._max_ts, self._last_recv, self._watermark = max_ts, last_recv, watermark
         return out
 
@@ -480,22 +287,67 @@ class WindowStep(WindowResults):
 
     # -- internals
 
-    def _mark(self, event: Event) -> None:
-        """A retraction (a reorg) voids an event: open windows that counted it are incomplete.
+    def _mark(self, event: Event, out: list[Event]) -> None:
+        """A retraction or confirmation passes on; a retraction also takes back its event."""
+        out.append(event)
+        if event.kind == "retraction":
+            self._retract(event, out)
 
-        Their aggregates still hold the event (a sum cannot always be undone); the result says
-        ``complete = false``. Windows already emitted cannot be changed. Confirmations change
-        nothing here. Both pass on, so later steps and sinks see them.
-        """
-        if event.kind != "retraction":
+    def _changed(self, acc: OpenWindow, cause: Event, out: list[Event]) -> None:
+        if self.sample:
+            acc.count, acc.states = 0, [_NEVER, None]
+            for _, event in acc.events or ():
+                self._add_sample(acc, event)
+        elif self.session:
+            self._resession(acc, cause, out)
+        else:
+            super()._changed(acc, cause, out)
+
+    def _resession(self, acc: OpenWindow, cause: Event, out: list[Event]) -> None:
+        """The sessions ``acc``'s events form now: the same span is refolded in place; else
+        ``acc`` empties (an emitted one comes out with count 0) and each session left is new."""
+        gap = self.size
+        parts: list[list[tuple[NaturalKey | None, Event]]] = []
+        for item in sorted(acc.events or (), key=lambda item: item[1].ts):
+            if parts and item[1].ts < parts[-1][-1][1].ts + gap:
+                parts[-1].append(item)
+            else:
+                parts.append([item])
+        if len(parts) == 1 and (parts[0][0][1].ts, parts[0][-1][1].ts + gap) == (
+            acc.start,
+            acc.end,
+        ):
+            super()._changed(acc, cause, out)
             return
-        key = natural_key(event)
-        accs = [*self._open.values(), *(a for s in self._sessions.values() for a in s)]
-        for acc in accs:
-            if acc.keys is not None and key in acc.keys:
-                acc.complete = False
-                acc.keys.discard(key)
-                self.retracted += 1
+        ledger = self._ledger
+        assert ledger is not None
+        ledger.drop(acc)
+        acc.events = []
+        emitted = acc.revision >= 0
+        if emitted:
+            super()._changed(acc, cause, out)
+        else:
+            sessions = self._sessions[acc.key]
+            sessions.remove(acc)  # its heap entry is stale now
+            if not sessions and not parts:
+                del self._sessions[acc.key]
+        for part in parts:
+            first, start, end = part[0][1], part[0][1].ts, part[-1][1].ts + gap
+            if emitted:  # closed already: no heap entry
+                new = OpenWindow(acc.key, start, end, first, [])
+            else:
+                new = self._open_window(acc.key, start, end, first)
+            new.last, new.complete, new.events = part[-1][1].ts, acc.complete, part
+            for key, _ in part:
+                if key is not None:
+                    ledger.add(key, new)
+            self._refold(new)
+            if emitted:
+                out.append(self._result(new, cause.recv_ts, self.spec))
+            else:
+                self._sessions[acc.key].append(new)
+        if not emitted and self._heap and self._heap[0][0] <= self._watermark:
+            self._close(self._watermark, _at(cause.recv_ts), out)  # a session left is due
 
     def _gap(self, gap: Gap) -> None:
         self._gaps.append(gap)
@@ -529,8 +381,12 @@ class WindowStep(WindowResults):
             if self.sample:
                 out.append(acc.states[1])
                 self._emitted += 1
+                if self._ledger is not None:
+                    self._ledger.drop(acc)  # the sample is the event: its retraction follows it
             else:
                 out.append(self._result(acc, due(end), self.spec, ended=ended))
+        if self._ledger is not None:
+            self._ledger.expire(watermark)
 
     def _open_window(self, key: str, start: int, end: int, event: Event) -> OpenWindow:
         acc = OpenWindow(
@@ -541,13 +397,16 @@ class WindowStep(WindowResults):
 
     def _add(self, acc: OpenWindow, event: Event) -> None:
         if self._chain:
-            _remember(acc, event)
+            self._remember(acc, event)
         if self.sample:
-            acc.count += 1
-            if event.ts >= acc.states[0]:
-                acc.states[0], acc.states[1] = event.ts, event
+            self._add_sample(acc, event)
         else:
             self._fold(acc, event)
+
+    def _add_sample(self, acc: OpenWindow, event: Event) -> None:
+        acc.count += 1
+        if event.ts >= acc.states[0]:
+            acc.states[0], acc.states[1] = event.ts, event
 
     def _add_tumbling(self, event: Event, ts: int, out: list[Event]) -> None:
         key = self.key(event)
@@ -606,6 +465,13 @@ class WindowStep(WindowResults):
 
     def _merge(self, acc: OpenWindow, other: OpenWindow) -> None:
         acc.start, acc.last = min(acc.start, other.start), max(acc.last, other.last)
+        if other.events:
+            assert self._ledger is not None
+            self._ledger.drop(other)
+            acc.events = [*(acc.events or ()), *other.events]
+            for key, _ in other.events:
+                if key is not None:
+                    self._ledger.add(key, acc)
         acc.count += other.count
         acc.complete = acc.complete and other.complete
         if other.venue != acc.venue:

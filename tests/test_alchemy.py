@@ -15,13 +15,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from irisflow._chain import (
+    APPROVAL_TOPIC,
     TRANSFER_TOPIC,
     UNISWAP_V2_SWAP_TOPIC,
     UNISWAP_V3_SWAP_TOPIC,
     Block,
     Log,
+    NftTransfer,
     Retraction,
     Swap,
+    TokenApproval,
     TokenTransfer,
     Transaction,
 )
@@ -37,6 +40,10 @@ from irisflow.testing._alchemy_frames import (
     EXAMPLE_MINED_TX_NOTIFICATION,
     EXAMPLE_USDC_TRANSFER_NOTIFICATION,
     EXAMPLE_V3_SWAP_LOG,
+    address_topic,
+    approval_log,
+    encode_uint,
+    erc721_transfer_log,
     new_head,
     notification,
     transaction,
@@ -160,6 +167,49 @@ def test_v2_swap_log() -> None:
     )
     assert (swap.amount0, swap.amount1) == (-1_490_000_000, 5 * 10**17)
     assert swap.log_index == 9
+
+
+def test_approval_log() -> None:
+    log = approval_log(USDC, ALICE, BOB, 2**256 - 1, log_index=12, block_number=50)
+    (plain, approval), errors = decode(response(2, "0x01"), notification("0x01", log))
+    assert errors == []
+    assert isinstance(plain, Log)
+    assert plain.topics[0] == APPROVAL_TOPIC
+    assert isinstance(approval, TokenApproval)
+    assert (approval.symbol, approval.token, approval.owner, approval.spender) == (
+        "USDC",
+        USDC,
+        ALICE,
+        BOB,
+    )
+    assert (approval.raw_amount, approval.decimals) == (2**256 - 1, 6)
+    assert (approval.log_index, approval.block_number, approval.confirmed) == (12, 50, None)
+    assert (approval.ts, approval.recv_ts) == (RECV, RECV)
+
+
+def test_erc721_transfer_log_is_an_nft_transfer_not_a_token_transfer() -> None:
+    apes = "0xbc4ca0eda7647a8ab7c2061c2e118a18a936f13d"
+    log = erc721_transfer_log(apes, ALICE, BOB, 8_817, log_index=3)
+    (plain, nft), errors = decode(notification("0x01", log))
+    assert errors == []
+    assert isinstance(plain, Log)
+    assert len(plain.topics) == 4
+    assert plain.data == "0x"
+    assert isinstance(nft, NftTransfer)
+    assert (nft.contract, nft.symbol, nft.standard, nft.token_id, nft.amount) == (
+        apes,
+        apes,
+        "erc721",
+        8_817,
+        1,
+    )
+    assert (nft.from_address, nft.to_address, nft.operator) == (ALICE, BOB, None)
+    # Removed in a reorg: the log and the NFT transfer are retracted.
+    gone, _ = decode(notification("0x01", {**log, "removed": True}))
+    assert [(r.target, r.log_index) for r in gone] == [  # type: ignore[attr-defined]
+        ("log", 3),
+        ("nft_transfer", 3),
+    ]
 
 
 def test_mined_transaction_notification() -> None:
@@ -366,6 +416,8 @@ def test_arbitrary_bytes_only_give_decode_errors(frame: bytes) -> None:
         [
             orjson.loads(EXAMPLE_V3_SWAP_LOG),
             transfer_log(USDC, ALICE, BOB, 10**30),
+            approval_log(USDC, ALICE, BOB, 2**256 - 1),
+            erc721_transfer_log(USDC, ALICE, BOB, 2**256 - 1),
             new_head(5, timestamp=6),
             {"removed": False, "transaction": transaction("0x" + "ab" * 32, ALICE, None, 5)},
             transaction("0x" + "ab" * 32, ALICE, BOB, 5),
@@ -439,7 +491,9 @@ def test_symbols_are_addresses_or_known_tokens() -> None:
     plan = ALCHEMY.plan(["usdc", WETH.upper().replace("0X", "0x"), USDC], ["logs"])
     assert plan.symbols == (USDC, WETH)
     assert orjson.loads(plan.streams[0]) == ["logs", {"address": [USDC, WETH]}]
-    assert plan.kinds == frozenset({Log, TokenTransfer, Swap, Retraction})
+    assert plan.kinds == frozenset(
+        {Log, TokenTransfer, TokenApproval, NftTransfer, Swap, Retraction}
+    )
     with pytest.raises(UsageError, match=r"bad alchemy symbol 'btcusdt'.*0x addresses"):
         ALCHEMY.plan(["btcusdt"], ["logs"])
     with pytest.raises(UsageError, match=r"did you mean 'USDC'"):
@@ -463,8 +517,100 @@ def test_log_selectors_and_whole_chain_guard() -> None:
     assert orjson.loads(ALCHEMY.plan([USDC], [f"logs:{topic}"]).streams[0])[1]["topics"] == [topic]
     with pytest.raises(UsageError, match="every log on the chain"):
         ALCHEMY.plan([], ["logs"])
-    with pytest.raises(UsageError, match="unknown log selector 'approvals'"):
-        ALCHEMY.plan([USDC], ["logs:approvals"])
+    with pytest.raises(UsageError, match="every log on the chain"):
+        ALCHEMY.plan([], ["logs:*/*"])  # any topic at all is plain logs
+    with pytest.raises(UsageError, match=r"unknown log selector 'aproval' \(did you mean"):
+        ALCHEMY.plan([USDC], ["logs:aproval"])
+
+
+def test_approval_selector() -> None:
+    plan = ALCHEMY.plan([USDC], ["logs:approvals"])
+    assert plan.channels == ("logs:approval",)
+    assert orjson.loads(plan.streams[0]) == [
+        "logs",
+        {"address": [USDC], "topics": [APPROVAL_TOPIC]},
+    ]
+    assert plan.kinds == frozenset({Log, TokenApproval, Retraction})
+    transfers = ALCHEMY.plan([], ["logs:transfer"])
+    assert transfers.kinds == frozenset({Log, TokenTransfer, NftTransfer, Retraction})
+
+
+BOB_WORD = address_topic(BOB)
+ALICE_WORD = address_topic(ALICE)
+WORD = "0x" + "ab" * 32
+
+
+@pytest.mark.parametrize(
+    ("channels", "topics"),
+    [
+        # topic1 is `from`, topic2 `to`: transfers *to* Bob.
+        (["logs:transfer/*/" + BOB], [[TRANSFER_TOPIC, None, BOB_WORD]]),
+        (["logs:transfer//" + BOB.upper().replace("0X", "0x")], [[TRANSFER_TOPIC, None, BOB_WORD]]),
+        (["logs:transfer/" + ALICE], [[TRANSFER_TOPIC, ALICE_WORD]]),
+        # Trailing wildcards are left out (a node skips logs with fewer topics).
+        (["logs:transfer/*/*/*"], [[TRANSFER_TOPIC]]),
+        (["logs:*/*/" + BOB], [[None, None, BOB_WORD]]),
+        ([f"logs:approval/{ALICE}/{BOB}"], [[APPROVAL_TOPIC, ALICE_WORD, BOB_WORD]]),
+        ([f"logs:transfer/*/*/{WORD}"], [[TRANSFER_TOPIC, None, None, WORD]]),
+        # Alternatives in one position are an array (OR).
+        ([f"logs:transfer/{ALICE}|{BOB}"], [[TRANSFER_TOPIC, [ALICE_WORD, BOB_WORD]]]),
+        ([f"logs:swap|{WORD}/{ALICE}"], [
+            [[UNISWAP_V2_SWAP_TOPIC, UNISWAP_V3_SWAP_TOPIC, WORD], ALICE_WORD]
+        ]),
+        # Channels that differ in one position share a subscription...
+        (["logs:transfer/*/" + BOB, "logs:approval/*/" + BOB],
+         [[[TRANSFER_TOPIC, APPROVAL_TOPIC], None, BOB_WORD]]),
+        (["logs:transfer/*/" + BOB, "logs:transfer/*/" + ALICE],
+         [[TRANSFER_TOPIC, None, [BOB_WORD, ALICE_WORD]]]),
+        # ... a covered one adds none...
+        (["logs:transfer/*/" + BOB, "logs:transfer"], [[TRANSFER_TOPIC]]),
+        (["logs:transfer/*/" + BOB, f"logs:transfer|approval/*/{BOB}"],
+         [[[TRANSFER_TOPIC, APPROVAL_TOPIC], None, BOB_WORD]]),
+        # ... and others get their own.
+        (["logs:transfer/" + ALICE, "logs:approval/*/" + BOB],
+         [[TRANSFER_TOPIC, ALICE_WORD], [APPROVAL_TOPIC, None, BOB_WORD]]),
+    ],
+)  # fmt: skip
+def test_topic_filters_map_onto_the_topics_array(
+    channels: list[str], topics: list[list[Any]]
+) -> None:
+    plan = ALCHEMY.plan([], channels)
+    sent = [orjson.loads(s) for s in plan.streams]
+    assert [s[0] for s in sent] == ["logs"] * len(topics)
+    assert [s[1] for s in sent] == [{"topics": t} for t in topics]
+
+
+def test_topic_filter_channels_are_spelled_canonically() -> None:
+    plan = ALCHEMY.plan(["USDC"], [f"LOGS:Transfers/*/{BOB.upper().replace('0X', '0x')}/"])
+    assert plan.channels == (f"logs:transfer/*/{BOB}",)
+    assert ALCHEMY.plan([USDC], ["logs:*"]).channels == ("logs",)
+    assert orjson.loads(ALCHEMY.plan([USDC], ["logs:*/*"]).streams[0]) == [
+        "logs",
+        {"address": [USDC]},
+    ]
+    # A topic0 that is Transfer's hash selects what logs:transfer does.
+    by_hash = ALCHEMY.plan([], [f"logs:{TRANSFER_TOPIC}/*/{BOB}"])
+    assert by_hash.kinds == frozenset({Log, TokenTransfer, NftTransfer, Retraction})
+
+
+@pytest.mark.parametrize(
+    ("channel", "message"),
+    [
+        (f"logs:transfer/*/*/*/{BOB}", r"too many topic positions \(5; a log has at most 4\)"),
+        (f"logs:{BOB}", f"topic0 '{BOB}' is not a 32-byte word in"),  # an address
+        ("logs:transfer/0x1234", "topic1 '0x1234' is not a 32-byte word or an address"),
+        ("logs:transfer/alice", "topic1 'alice' is not"),
+        (f"logs:transfer/{BOB}|*", "'\\*' or an empty alternative"),
+        (f"logs:transfer/{BOB}||{ALICE}", "an empty alternative"),
+        ("logs:mint", "unknown log selector 'mint'"),
+    ],
+)
+def test_bad_topic_filters_show_the_syntax(channel: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message) as info:
+        ALCHEMY.plan([USDC], [channel])
+    text = str(info.value)
+    assert f"in alchemy channel {channel!r}" in text
+    assert "logs:<topic0>/<topic1>/<topic2>/<topic3>" in text
 
 
 def test_transaction_filters() -> None:
@@ -552,6 +698,81 @@ async def test_subscribes_and_decodes_every_channel(fake: FakeAlchemy) -> None:
     assert len(set(ids)) == 3
     assert all(ID_BASE <= i < ID_BASE + 10**8 for i in ids)
     assert [i % 10 for i in ids] == [1, 2, 3]
+
+
+async def test_topic_filters_end_to_end(fake: FakeAlchemy) -> None:
+    apes = "0xbc4ca0eda7647a8ab7c2061c2e118a18a936f13d"
+    with trio.fail_after(10):
+        sink = ListSink()
+        runner = Runner(Pipeline(), sinks=[sink])
+        # Transfers (ERC-20 and ERC-721) to Bob, and Alice's approvals: two subscriptions.
+        plan = ALCHEMY.plan([], [f"logs:transfer/*/{BOB}", f"logs:approval/{ALICE}"], fake.url)
+        async with trio.open_nursery() as nursery:
+            done = await start_watch(nursery, runner, plan)
+            subs = await fake.wait_subscribed("logs", 2)
+            assert sorted(str(s.params["topics"]) for s in subs) == sorted(
+                [
+                    str([TRANSFER_TOPIC, None, address_topic(BOB)]),
+                    str([APPROVAL_TOPIC, address_topic(ALICE)]),
+                ]
+            )
+            # The fake filters topics 1-3 as a node does: only the matching logs come.
+            assert await fake.publish_log(transfer_log(USDC, ALICE, BOB, 10**6, log_index=1)) == 1
+            assert await fake.publish_log(transfer_log(USDC, BOB, ALICE, 10**6, log_index=2)) == 0
+            assert (
+                await fake.publish_log(erc721_transfer_log(apes, ALICE, BOB, 7, log_index=3)) == 1
+            )
+            assert (
+                await fake.publish_log(erc721_transfer_log(apes, BOB, ALICE, 7, log_index=4)) == 0
+            )
+            assert await fake.publish_log(approval_log(USDC, ALICE, BOB, 5, log_index=5)) == 1
+            assert await fake.publish_log(approval_log(USDC, BOB, ALICE, 5, log_index=6)) == 0
+            await sink.wait_for(6)
+            runner.stop()
+            await done.wait()
+    got = [(e.kind, e.log_index) for e in sink.events]  # type: ignore[attr-defined]
+    assert got == [
+        ("log", 1), ("token_transfer", 1), ("log", 3), ("nft_transfer", 3), ("log", 5),
+        ("approval", 5),
+    ]  # fmt: skip
+    nft = sink.events[3]
+    assert isinstance(nft, NftTransfer)
+    assert (nft.to_address, nft.token_id) == (BOB, 7)
+
+
+async def test_the_fake_matches_topics_as_a_node_does(fake: FakeAlchemy) -> None:
+    import trio_websocket
+
+    apes = "0xbc4ca0eda7647a8ab7c2061c2e118a18a936f13d"
+    erc20 = transfer_log(USDC, ALICE, BOB, 1)
+    erc721 = erc721_transfer_log(apes, ALICE, BOB, 7)
+    cases = [
+        ([TRANSFER_TOPIC], 2),
+        ([TRANSFER_TOPIC, None, address_topic(BOB)], 2),
+        ([TRANSFER_TOPIC, None, [address_topic(ALICE), address_topic(BOB)]], 2),
+        ([TRANSFER_TOPIC, [], address_topic(BOB)], 2),  # [] is any value too
+        ([TRANSFER_TOPIC, address_topic(BOB)], 0),
+        # A fourth position, even a wildcard, skips the 3-topic ERC-20 log.
+        ([TRANSFER_TOPIC, None, None, None], 1),
+        ([None, None, None, "0x" + encode_uint(7)], 1),
+        ([None, None, None, "0x" + encode_uint(8)], 0),
+    ]
+    with trio.fail_after(10):
+        async with trio_websocket.open_websocket_url(f"{fake.url}/{KEY}") as ws:
+            for i, (topics, _) in enumerate(cases):
+                request = {"jsonrpc": "2.0", "id": i, "method": "eth_subscribe"}
+                await ws.send_message(
+                    orjson.dumps({**request, "params": ["logs", {"topics": topics}]}).decode()
+                )
+                assert "result" in orjson.loads(await ws.get_message())
+            sent = await fake.publish_log(erc20) + await fake.publish_log(erc721)
+            assert sent == sum(n for _, n in cases)
+            subs = {s.id: i for i, s in enumerate(fake.subscriptions("logs"))}
+            got = [0] * len(cases)
+            for _ in range(sent):
+                note = orjson.loads(await ws.get_message())
+                got[subs[note["params"]["subscription"]]] += 1
+    assert got == [n for _, n in cases]
 
 
 async def test_subscription_error_is_fatal_and_named(fake: FakeAlchemy) -> None:
@@ -757,3 +978,17 @@ async def test_the_fake_speaks_json_rpc(fake: FakeAlchemy) -> None:
             unsub = {"jsonrpc": "2.0", "id": 6, "method": "eth_unsubscribe"}
             assert (await ask(ws, {**unsub, "params": [sub["result"]]}))["result"] is True
             assert (await ask(ws, {**unsub, "params": [sub["result"]]}))["result"] is False
+
+
+def test_irisflow_venues_shows_the_topic_syntax(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from irisflow._render import show_venues
+
+    monkeypatch.setenv("COLUMNS", "240")
+    show_venues([ALCHEMY], detail=True)  # brackets in channel names are not Rich markup
+    out = capsys.readouterr().out
+    assert "logs[:<topic0>[/<topic1>/<topic2>/<topic3>]]" in out
+    assert "log, token_transfer, approval, nft_transfer, swap, retraction" in out
+    assert "nft_transfer events" in out
+    assert "token_id" in out

@@ -32,7 +32,9 @@ PLAIN = ["0001_core", "0002_pipeline", "0003_chain"]
 TIMESCALE = ["0004_timescale_hypertables", "0005_timescale_compression", "0006_timescale_ohlcv_1m"]
 LATER = ["0007_books_depth", "0008_window_results_key", "0009_chain_events", "0010_optional_ids"]
 TIMESCALE_LATER = ["0011_timescale_later_tables"]
-ALL = PLAIN + TIMESCALE + LATER + TIMESCALE_LATER
+NEWER = ["0012_more_chain_kinds"]
+ALL = PLAIN + TIMESCALE + LATER + TIMESCALE_LATER + NEWER
+APPLIED = PLAIN + LATER + NEWER  # on plain PostgreSQL
 SKIPPED = TIMESCALE + TIMESCALE_LATER  # on plain PostgreSQL
 VERSIONS = list(range(1, len(ALL) + 1))
 
@@ -144,7 +146,7 @@ pytestmark_db = pytest.mark.postgres
 def test_migrate_from_empty_then_rerun_is_a_noop(empty_db: str) -> None:
     report = migrate(empty_db)
     assert not report.dry_run
-    assert names(report.applied) == PLAIN + LATER
+    assert names(report.applied) == APPLIED
     if timescale_installed(empty_db):  # pragma: no cover - not on the plain CI server
         assert report.mode == "timescaledb"
         return
@@ -159,7 +161,8 @@ def test_migrate_from_empty_then_rerun_is_a_noop(empty_db: str) -> None:
     assert {
         "schema_migrations", "trades", "quotes", "candles", "tickers", "books", "book_updates",
         "gaps", "window_results", "alerts", "saved_filters", "blocks", "transactions",
-        "token_transfers", "swaps",
+        "token_transfers", "swaps", "logs", "internal_transactions", "token_approvals",
+        "nft_transfers",
     } <= tables  # fmt: skip
     brin = fetch_one(
         empty_db,
@@ -193,7 +196,7 @@ def test_status_tracks_applied_skipped_pending(empty_db: str) -> None:
     migrate(empty_db)
     states = {s.name: s.state for s in migration_status(empty_db)}
     if not timescale_installed(empty_db):
-        assert states == dict.fromkeys(PLAIN + LATER, "applied") | dict.fromkeys(SKIPPED, "skipped")
+        assert states == dict.fromkeys(APPLIED, "applied") | dict.fromkeys(SKIPPED, "skipped")
     rows = fetch(empty_db, "SELECT version, mode FROM irisflow.schema_migrations ORDER BY 1")
     assert [v for v, _ in rows] == VERSIONS
 
@@ -202,7 +205,7 @@ def test_status_tracks_applied_skipped_pending(empty_db: str) -> None:
 def test_dry_run_plans_without_applying(empty_db: str) -> None:
     report = migrate(empty_db, dry_run=True)
     assert report.dry_run
-    assert names(report.applied) == PLAIN + LATER
+    assert names(report.applied) == APPLIED
     assert not schema_exists(empty_db)
     lines = report.lines()
     assert "would apply 0001_core" in lines
@@ -213,7 +216,7 @@ def test_dry_run_plans_without_applying(empty_db: str) -> None:
     migrate(empty_db, to=1)
     plan = migrate(empty_db, dry_run=True, to=2)
     assert names(plan.applied) == ["0002_pipeline"]
-    assert names(plan.pending) == ["0003_chain", *TIMESCALE, *LATER, *TIMESCALE_LATER]
+    assert names(plan.pending) == ["0003_chain", *TIMESCALE, *LATER, *TIMESCALE_LATER, *NEWER]
     assert fetch_one(empty_db, "SELECT count(*) FROM irisflow.schema_migrations") == 1
 
 
@@ -221,10 +224,10 @@ def test_dry_run_plans_without_applying(empty_db: str) -> None:
 def test_to_applies_up_to_a_number(empty_db: str) -> None:
     report = migrate(empty_db, to=2)
     assert names(report.applied) == ["0001_core", "0002_pipeline"]
-    assert names(report.pending) == ["0003_chain", *TIMESCALE, *LATER, *TIMESCALE_LATER]
+    assert names(report.pending) == ["0003_chain", *TIMESCALE, *LATER, *TIMESCALE_LATER, *NEWER]
     assert "left pending 0003_chain (past --to)" in report.lines()
     assert fetch_one(empty_db, "SELECT to_regclass('irisflow.blocks')") is None
-    assert names(migrate(empty_db).applied) == ["0003_chain", *LATER]
+    assert names(migrate(empty_db).applied) == ["0003_chain", *LATER, *NEWER]
     have = ", ".join(map(str, VERSIONS))
     with pytest.raises(UsageError, match=rf"no migration numbered 42 \(have: {have}\)"):
         migrate(empty_db, to=42)
@@ -276,7 +279,7 @@ def test_concurrent_migrates_apply_once(empty_db: str) -> None:
     assert errors == []
     assert len(reports) == 2
     applied = sorted(n for r in reports for n in names(r.applied))
-    assert applied == sorted(PLAIN + LATER)  # each file applied by exactly one of the two
+    assert applied == sorted(APPLIED)  # each file applied by exactly one of the two
     assert fetch_one(empty_db, "SELECT count(*) FROM irisflow.schema_migrations") == len(ALL)
 
 

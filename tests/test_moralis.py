@@ -19,11 +19,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from irisflow._chain import (
+    APPROVAL_TOPIC,
     TRANSFER_TOPIC,
     Block,
     Confirmation,
+    InternalTransaction,
     Log,
+    NftTransfer,
     Swap,
+    TokenApproval,
     TokenTransfer,
     Transaction,
 )
@@ -42,8 +46,11 @@ from irisflow.testing._moralis import (
     MoralisSender,
     encode_body,
     keccak_signature,
+    moralis_erc20_approval,
     moralis_erc20_transfer,
+    moralis_internal_tx,
     moralis_log,
+    moralis_nft_transfer,
     moralis_tx,
     nist_signature,
     webhook_body,
@@ -263,6 +270,313 @@ def test_token_metadata_from_the_body_and_the_table() -> None:
     assert (usdc.decimals, usdc.amount) == (6, Decimal(1))
 
 
+# -- txsInternal, erc20Approvals, nftTransfers -------------------------------------------------
+
+ROUTER = "0x" + "d0" * 20
+PUNKS = "0x" + "b7" * 20
+GAME = "0x" + "e1" * 20
+ZERO = "0x" + "00" * 20
+
+
+def test_internal_transactions_are_numbered_per_transaction() -> None:
+    body = webhook_body(
+        confirmed=False,
+        block_number=500,
+        timestamp=T,
+        txs_internal=[
+            moralis_internal_tx(h(1), ROUTER, ALICE, 1_250_000_000_000_000_000),
+            moralis_internal_tx(h(2), ROUTER, BOB, 1, gas=None),
+            moralis_internal_tx(h(1), ROUTER, None, 0),  # no recipient given
+            moralis_internal_tx(h(1), ROUTER, BOB, 10**30 + 1),
+        ],
+    )
+    (block, *internal), errors = decode(body)
+    assert errors == []
+    assert isinstance(block, Block)
+    assert all(isinstance(e, InternalTransaction) for e in internal)
+    got = [
+        (e.tx_hash, e.internal_index, e.to_address, e.value_wei, e.gas)  # type: ignore[attr-defined]
+        for e in internal
+    ]
+    assert got == [
+        (h(1), 0, ALICE, 1_250_000_000_000_000_000, 2300),
+        (h(2), 0, BOB, 1, None),
+        (h(1), 1, None, 0, 2300),
+        (h(1), 2, BOB, 10**30 + 1, 2300),
+    ]
+    first = internal[0]
+    assert isinstance(first, InternalTransaction)
+    assert first.value_eth == Decimal("1.25")
+    assert internal[3].value_eth == Decimal("1000000000000.000000000000000001")  # type: ignore[attr-defined]
+    assert (first.symbol, first.from_address, first.ts, first.recv_ts) == ("ETH", ROUTER, TS, RECV)
+    assert (first.block_number, first.block_hash, first.confirmed) == (500, h(500), False)
+
+
+def test_erc20_approvals() -> None:
+    odd = "0x" + "77" * 20
+    unlimited = 2**256 - 1
+    body = webhook_body(
+        confirmed=True,
+        block_number=7,
+        timestamp=T,
+        erc20_approvals=[
+            # The body gets USDC wrong: the table's symbol and decimals win.
+            moralis_erc20_approval(
+                USDC, ALICE, ROUTER, unlimited, tx_hash=h(1), log_index=3, symbol="usdc.e",
+                decimals=18,
+            ),
+            moralis_erc20_approval(
+                odd, BOB, ROUTER, 25 * 10**8, tx_hash=h(2), log_index=4, symbol=" odd ",
+                decimals=8, possible_spam=True,
+            ),
+            moralis_erc20_approval(odd, BOB, ALICE, 0, tx_hash=h(2), log_index=5),
+        ],
+    )  # fmt: skip
+    (_, usdc, described, revoked), errors = decode(body)
+    assert errors == []
+    assert isinstance(usdc, TokenApproval)
+    assert (usdc.symbol, usdc.token, usdc.owner, usdc.spender) == ("USDC", USDC, ALICE, ROUTER)
+    assert (usdc.raw_amount, usdc.decimals) == (unlimited, 6)
+    # Exact, not rounded to the decimal context's 28 digits.
+    assert usdc.amount == Decimal(
+        "115792089237316195423570985008687907853269984665640564039457584007913129.639935"
+    )
+    assert (usdc.tx_hash, usdc.log_index, usdc.block_hash, usdc.confirmed) == (h(1), 3, h(7), True)
+    assert usdc.possible_spam is None
+    assert isinstance(described, TokenApproval)
+    assert (described.symbol, described.decimals, described.amount) == ("ODD", 8, Decimal(25))
+    assert described.possible_spam is True
+    assert isinstance(revoked, TokenApproval)
+    assert (revoked.symbol, revoked.raw_amount, revoked.decimals, revoked.amount) == (
+        odd,
+        0,
+        None,
+        None,
+    )
+
+
+def test_nft_transfers_erc721_and_an_erc1155_batch() -> None:
+    minted = moralis_nft_transfer(
+        PUNKS, ZERO, ALICE, 2**255 + 9, tx_hash=h(1), log_index=2, name="Punks", symbol="punk"
+    )
+    minted["amount"] = None  # ERC-721 entries may leave it out: one token
+    body = webhook_body(
+        confirmed=False,
+        block_number=9,
+        timestamp=T,
+        nft_transfers=[
+            minted,
+            *(
+                moralis_nft_transfer(
+                    GAME, ALICE, BOB, token_id, tx_hash=h(3), log_index=8, standard="ERC1155",
+                    amount=amount, operator=ROUTER,
+                )
+                for token_id, amount in ((10, 5), (11, 2**70))
+            ),
+        ],
+    )  # fmt: skip
+    (_, punk, sword, shield), errors = decode(body)
+    assert errors == []
+    assert isinstance(punk, NftTransfer)
+    assert (punk.symbol, punk.contract, punk.standard) == ("PUNK", PUNKS, "erc721")
+    assert (punk.from_address, punk.to_address, punk.token_id, punk.amount) == (
+        ZERO,
+        ALICE,
+        2**255 + 9,
+        1,
+    )
+    assert (punk.operator, punk.token_name, punk.token_symbol) == (None, "Punks", "punk")
+    assert (punk.tx_hash, punk.log_index, punk.block_number, punk.confirmed) == (h(1), 2, 9, False)
+    for nft, token_id, amount in ((sword, 10, 5), (shield, 11, 2**70)):
+        assert isinstance(nft, NftTransfer)
+        assert (nft.standard, nft.symbol, nft.operator) == ("erc1155", GAME, ROUTER)
+        assert (nft.token_id, nft.amount, nft.tx_hash, nft.log_index) == (token_id, amount, h(3), 8)
+
+
+def test_logs_that_a_decoded_array_carries_are_not_decoded_twice() -> None:
+    approval_topics = [APPROVAL_TOPIC, address_topic(ALICE), address_topic(ROUTER)]
+    erc721_topics = [TRANSFER_TOPIC, address_topic(ALICE), address_topic(BOB), h(42)]
+    million = "0x" + encode_uint(10**6)
+    body = webhook_body(
+        confirmed=True,
+        block_number=3,
+        timestamp=T,
+        logs=[
+            moralis_log(USDC, approval_topics, million, tx_hash=h(1), log_index=1),
+            moralis_log(PUNKS, erc721_topics, "0x", tx_hash=h(1), log_index=2),
+            # Not in erc20Approvals (e.g. the stream filters by address): decoded here.
+            moralis_log(USDC, approval_topics, "0x" + encode_uint(7), tx_hash=h(1), log_index=3),
+        ],
+        erc20_approvals=[
+            moralis_erc20_approval(USDC, ALICE, ROUTER, 10**6, tx_hash=h(1), log_index=1),
+        ],
+        nft_transfers=[
+            moralis_nft_transfer(PUNKS, ALICE, BOB, 42, tx_hash=h(1), log_index=2, symbol="P"),
+        ],
+    )  # fmt: skip
+    events, errors = decode(body)
+    assert errors == []
+    assert [(e.kind, getattr(e, "log_index", None)) for e in events] == [
+        ("block", None),
+        ("log", 1),
+        ("log", 2),
+        ("log", 3),
+        ("approval", 3),  # from logs[]
+        ("approval", 1),  # from erc20Approvals
+        ("nft_transfer", 2),  # from nftTransfers, with its symbol
+    ]
+    assert events[-1].symbol == "P"
+    assert events[4].amount == Decimal("0.000007")  # type: ignore[attr-defined]
+
+
+def newer_body(confirmed: bool) -> dict[str, Any]:
+    """One of each newer array; the ERC-1155 batch moves two ids under one log index."""
+    return webhook_body(
+        confirmed=confirmed,
+        block_number=2000,
+        timestamp=T,
+        txs_internal=[
+            moralis_internal_tx(h(1), ROUTER, ALICE, 10**18),
+            moralis_internal_tx(h(1), ROUTER, BOB, 2 * 10**18),
+        ],
+        erc20_approvals=[moralis_erc20_approval(USDC, ALICE, ROUTER, 5, tx_hash=h(1), log_index=0)],
+        nft_transfers=[
+            moralis_nft_transfer(PUNKS, ALICE, BOB, 1, tx_hash=h(2), log_index=1),
+            *(
+                moralis_nft_transfer(GAME, ALICE, BOB, i, tx_hash=h(2), log_index=2,
+                                     standard="ERC1155", amount=3, operator=ALICE)
+                for i in (7, 8)
+            ),
+        ],
+    )  # fmt: skip
+
+
+NEWER_KEYS = [
+    ("block", None, None),
+    ("internal_tx", h(1), 0),
+    ("internal_tx", h(1), 1),
+    ("approval", h(1), 0),
+    ("nft_transfer", h(2), 1),
+    ("nft_transfer", h(2), 2),
+]
+
+
+def keys(events: list[Event]) -> list[tuple[str, str | None, int | None]]:
+    out = []
+    for e in events:
+        kind = e.target if isinstance(e, Confirmation) else e.kind
+        index = getattr(e, "internal_index", getattr(e, "log_index", None))
+        out.append((kind, getattr(e, "tx_hash", None), index))
+    return out
+
+
+@pytest.mark.parametrize("confirmed_first", [False, True])
+def test_newer_arrays_are_emitted_once_then_confirmed_once(confirmed_first: bool) -> None:
+    decoder = MoralisDecoder()
+    first, _ = decode(newer_body(confirmed_first), decoder=decoder)
+    retry, _ = decode(newer_body(confirmed_first), decoder=decoder)
+    second, _ = decode(newer_body(not confirmed_first), decoder=decoder)
+    late, _ = decode(newer_body(True), decoder=decoder)
+    assert retry == []
+    assert late == []
+    # The batch: two events (token ids 7 and 8) under one key.
+    assert keys(first) == NEWER_KEYS[:5] + [("nft_transfer", h(2), 2)] * 2
+    assert [e.token_id for e in first if isinstance(e, NftTransfer)] == [1, 7, 8]
+    assert all(getattr(e, "confirmed", None) is confirmed_first for e in first)
+    if confirmed_first:
+        assert second == []  # the unconfirmed copy of confirmed events
+        return
+    # One confirmation per key: the batch's two ids get one.
+    assert all(isinstance(e, Confirmation) for e in second)
+    assert keys(second) == NEWER_KEYS
+    internal = second[2]
+    assert isinstance(internal, Confirmation)
+    assert (internal.target, internal.log_index, internal.block_number, internal.symbol) == (
+        "internal_tx",
+        1,
+        2000,
+        "ETH",
+    )
+
+
+def internal(**changes: Any) -> dict[str, Any]:
+    return {**moralis_internal_tx(h(1), ROUTER, BOB, 1), **changes}
+
+
+def approval(**changes: Any) -> dict[str, Any]:
+    return {**moralis_erc20_approval(USDC, ALICE, BOB, 1, tx_hash=h(1), log_index=1), **changes}
+
+
+def nft(**changes: Any) -> dict[str, Any]:
+    return {**moralis_nft_transfer(PUNKS, ALICE, BOB, 1, tx_hash=h(1), log_index=1), **changes}
+
+
+@pytest.mark.parametrize(
+    ("where", "entry", "message"),
+    [
+        ("txsInternal", {"from": ROUTER}, "missing field @ $.txsInternal[0].transactionHash"),
+        ("txsInternal", internal(**{"from": "0x12"}), "got '0x12' @ $.txsInternal[0].from"),
+        (
+            "txsInternal",
+            internal(value="-5"),
+            "non-negative integer, got -5 @ $.txsInternal[0].value",
+        ),
+        ("txsInternal", internal(gas="lots"), "got 'lots' @ $.txsInternal[0].gas"),
+        ("txsInternal", "0xabc", "expected an object @ $.txsInternal[0]"),
+        ("erc20Approvals", approval(owner=None), "got None @ $.erc20Approvals[0].owner"),
+        ("erc20Approvals", approval(value="1e3"), "got '1e3' @ $.erc20Approvals[0].value"),
+        ("erc20Approvals", approval(spender=ALICE.upper()), "@ $.erc20Approvals[0].spender"),
+        (
+            "erc20Approvals",
+            approval(contract="0x" + "77" * 20, tokenDecimals="300"),
+            "decimals out of range, got 300 @ $.erc20Approvals[0]",
+        ),
+        (
+            "nftTransfers",
+            nft(tokenContractType="ERC20"),
+            "expected 'ERC721' or 'ERC1155', got 'ERC20' @ $.nftTransfers[0].tokenContractType",
+        ),
+        ("nftTransfers", nft(tokenId="-1"), "got -1 @ $.nftTransfers[0].tokenId"),
+        ("nftTransfers", nft(tokenId=None), "got None @ $.nftTransfers[0].tokenId"),
+        (
+            "nftTransfers",
+            nft(tokenContractType="ERC1155", amount=None),
+            "got None @ $.nftTransfers[0].amount",  # only ERC-721 may leave it out
+        ),
+        ("nftTransfers", nft(operator="me"), "got 'me' @ $.nftTransfers[0].operator"),
+        ("nftTransfers", nft(logIndex="x"), "got 'x' @ $.nftTransfers[0].logIndex"),
+    ],
+)
+def test_malformed_newer_entries_say_where(where: str, entry: Any, message: str) -> None:
+    decoder = MoralisDecoder()
+    body = newer_body(False)
+    body[where] = [entry]
+    events, errors = decode(body, decoder=decoder)
+    assert events == []
+    ((_, error),) = errors
+    assert message in str(error)
+    assert str(error).startswith("moralis: ")
+    # Nothing was remembered: the good body is all new afterwards.
+    good, _ = decode(newer_body(False), decoder=decoder)
+    assert len(good) == 7
+
+
+@pytest.mark.parametrize("key", ["txsInternal", "erc20Approvals", "nftTransfers"])
+def test_newer_arrays_must_be_lists(key: str) -> None:
+    body = newer_body(True)
+    body[key] = {"0": {}}
+    _, errors = decode(body)
+    assert f"expected a list @ $.{key}" in str(errors[0][1])
+
+
+def test_nft_approvals_are_ignored() -> None:
+    body = payment_body(True)
+    body["nftApprovals"] = {"ERC721": [{"anything": "at all"}], "ERC1155": []}
+    events, errors = decode(body)
+    assert errors == []
+    assert [e.kind for e in events] == ["block", "transaction"]
+
+
 def payment_body(confirmed: bool, n: int = 1) -> dict[str, Any]:
     return webhook_body(
         confirmed=confirmed,
@@ -386,18 +700,31 @@ def test_arbitrary_bodies_only_give_decode_errors(body: bytes) -> None:
     assert not (events and errors)
 
 
-@settings(max_examples=400, deadline=None)
+NEWER_FIELDS = ["from", "to", "transactionHash", "owner", "spender", "tokenId", "amount",
+                "tokenContractType", "operator", "tokenSymbol", "gas"]  # fmt: skip
+
+
+@settings(max_examples=600, deadline=None)
 @given(
-    st.sampled_from(["block", "txs", "logs", "erc20Transfers", None]),
+    st.sampled_from(
+        ["block", "txs", "logs", "erc20Transfers", "txsInternal", "erc20Approvals",
+         "nftTransfers", None]
+    ),
     st.dictionaries(
-        st.sampled_from([*KEYS, "value", "fromAddress", "logIndex", "contract", "topic0", "data"]),
+        st.sampled_from(
+            [*KEYS, "value", "fromAddress", "logIndex", "contract", "topic0", "data",
+             *NEWER_FIELDS]
+        ),
         JSON,
         max_size=3,
     ),
-)
+)  # fmt: skip
 def test_mutated_bodies_only_give_decode_errors(where: str | None, changes: dict[str, Any]) -> None:
     body = orjson.loads(EXAMPLE_UNCONFIRMED_ERC20)
     body["txs"] = [moralis_tx(h(1), ALICE, None, 5)]
+    newer = newer_body(False)
+    for key in ("txsInternal", "erc20Approvals", "nftTransfers"):
+        body[key] = newer[key]
     if where is None:
         body.update(changes)
     elif where == "block":
@@ -453,6 +780,7 @@ def test_plan() -> None:
     plan = MORALIS.plan([], [], params=VenueParams(listen="127.0.0.1:8080"))
     assert plan.endpoint == "http://127.0.0.1:8080"
     assert Confirmation in plan.kinds
+    assert {InternalTransaction, TokenApproval, NftTransfer} <= plan.kinds
     assert EXAMPLE_SECRET not in repr(plan)
     with pytest.raises(UsageError, match="pass --listen HOST:PORT"):
         MORALIS.plan([], [])
@@ -689,3 +1017,28 @@ async def test_record_and_replay_give_the_same_events(tmp_path: Path) -> None:
     ]
     assert replayed.events == sink.events
     assert EXAMPLE_SECRET not in recording.read_text()
+
+
+async def test_newer_arrays_end_to_end_through_the_receiver() -> None:
+    with trio.fail_after(20):
+        sink = ListSink()
+        runner = Runner(Pipeline(), sinks=[sink])
+        async with trio.open_nursery() as nursery:
+            done = trio.Event()
+
+            async def go() -> None:
+                await runner.watch([local_plan()], FeedOptions())
+                done.set()
+
+            nursery.start_soon(go)
+            sender = MoralisSender(await listening(runner), EXAMPLE_SECRET)
+            assert await sender.post_pair(newer_body(False)) == (200, 200)
+            await sink.wait_for(7 + 6)
+            runner.stop()
+            await done.wait()
+    kinds = [e.kind for e in sink.events]
+    assert kinds == [
+        "block", "internal_tx", "internal_tx", "approval", "nft_transfer", "nft_transfer",
+        "nft_transfer", *["confirmation"] * 6,
+    ]  # fmt: skip
+    assert keys(sink.events[7:]) == NEWER_KEYS

@@ -22,9 +22,12 @@ from irisflow._chain import (
     TRANSFER_TOPIC,
     Block,
     Confirmation,
+    InternalTransaction,
     Log,
+    NftTransfer,
     Retraction,
     Swap,
+    TokenApproval,
     TokenTransfer,
     Transaction,
     scale,
@@ -38,8 +41,22 @@ from irisflow._pipe import build_pipeline
 from irisflow._trackers import Rsi, Spike
 from irisflow._windows import Late, Window, window_class
 from irisflow.sinks.postgres import PostgresSink
-from irisflow.testing._alchemy_frames import notification, transaction, transfer_log
-from irisflow.testing._moralis import encode_body, moralis_erc20_transfer, moralis_tx, webhook_body
+from irisflow.testing._alchemy_frames import (
+    approval_log,
+    erc721_transfer_log,
+    notification,
+    transaction,
+    transfer_log,
+)
+from irisflow.testing._moralis import (
+    encode_body,
+    moralis_erc20_approval,
+    moralis_erc20_transfer,
+    moralis_internal_tx,
+    moralis_nft_transfer,
+    moralis_tx,
+    webhook_body,
+)
 from irisflow.venues.alchemy import AlchemyDecoder
 from irisflow.venues.moralis import MoralisDecoder
 
@@ -483,6 +500,200 @@ async def test_moralis_confirmation_end_to_end(migrated_db: str) -> None:
     assert again.statistics().rows_duplicate == 3
 
 
+# --------------------------------------------------------------------------- internal txs,
+# approvals, NFT transfers (0012)
+
+GAME = "0x" + "e1" * 20
+
+
+def newer_events(*, confirmed: bool | None = None) -> list[Event]:
+    """Two internal transactions of one transaction, two approvals, an ERC-721 transfer and
+    an ERC-1155 batch of two ids under one log index."""
+    ts, recv = T0, T0 + 250_000_000
+    common: dict[str, Any] = {"venue": "moralis", "ts": ts, "recv_ts": recv, "confirmed": confirmed}
+    mined: dict[str, Any] = {**common, "block_number": 200, "block_hash": h(200)}
+    return [
+        InternalTransaction(symbol="ETH", tx_hash=h(1), internal_index=0, from_address=POOL,
+                            to_address=ALICE, value_wei=BIG, value_eth=scale(BIG, 18), gas=2300,
+                            **mined),
+        InternalTransaction(symbol="ETH", tx_hash=h(1), internal_index=1, from_address=POOL,
+                            to_address=None, value_wei=1, value_eth=Decimal("1E-18"), **mined),
+        TokenApproval(symbol="USDC", token=USDC, owner=ALICE, spender=POOL, raw_amount=2**256 - 1,
+                      tx_hash=h(1), log_index=3, decimals=6, amount=scale(2**256 - 1, 6),
+                      possible_spam=False, **mined),
+        TokenApproval(symbol=GAME, token=GAME, owner=BOB, spender=POOL, raw_amount=0,
+                      tx_hash=h(2), log_index=4, **mined),
+        NftTransfer(symbol="PUNK", contract=GAME, standard="erc721", from_address=ALICE,
+                    to_address=BOB, token_id=BIG, amount=1, tx_hash=h(2), log_index=5,
+                    token_name="Punks", token_symbol="punk", **mined),
+        *(
+            NftTransfer(symbol=GAME, contract=GAME, standard="erc1155", from_address=ALICE,
+                        to_address=BOB, token_id=token_id, amount=amount, tx_hash=h(2),
+                        log_index=6, operator=POOL, **mined)
+            for token_id, amount in ((10, 5), (11, 2**70))
+        ),
+    ]  # fmt: skip
+
+
+NEWER_QUERIES = {
+    "internal_transactions": "SELECT venue, chain, tx_hash, internal_index, block_number,"
+    " block_hash, ts, recv_ts, from_address, to_address, value, value_eth, gas, confirmed,"
+    " removed FROM irisflow.internal_transactions ORDER BY internal_index",
+    "token_approvals": "SELECT token, token_symbol, owner, spender, value, decimals, amount,"
+    " possible_spam, block_number, block_hash, tx_hash, log_index, ts, confirmed, removed"
+    " FROM irisflow.token_approvals ORDER BY log_index",
+    "nft_transfers": "SELECT contract, standard, operator, from_address, to_address, token_id,"
+    " amount, token_name, token_symbol, block_number, block_hash, tx_hash, log_index, ts,"
+    " confirmed, removed FROM irisflow.nft_transfers ORDER BY log_index, token_id",
+}
+
+
+def newer_tables(dsn: str) -> dict[str, list[tuple[Any, ...]]]:
+    return {name: fetch(dsn, query) for name, query in NEWER_QUERIES.items()}
+
+
+async def test_newer_chain_kinds_round_trip_exactly(migrated_db: str) -> None:
+    events = newer_events(confirmed=False)
+    sink = await run_sink(migrated_db, [events])
+    assert sink.statistics().rows_written == 7
+    t, r = to_datetime(T0), to_datetime(T0 + 250_000_000)
+    big, unlimited = Decimal(BIG), Decimal(2**256 - 1)
+    assert newer_tables(migrated_db) == {
+        "internal_transactions": [
+            ("moralis", CHAIN, h(1), 0, 200, h(200), t, r, POOL, ALICE, big, scale(BIG, 18),
+             2300, False, False),
+            ("moralis", CHAIN, h(1), 1, 200, h(200), t, r, POOL, None, 1, Decimal("1E-18"),
+             None, False, False),
+        ],
+        "token_approvals": [
+            (USDC, "USDC", ALICE, POOL, unlimited, 6, scale(2**256 - 1, 6), False, 200, h(200),
+             h(1), 3, t, False, False),
+            (GAME, GAME, BOB, POOL, 0, None, None, None, 200, h(200), h(2), 4, t, False, False),
+        ],
+        "nft_transfers": [
+            (GAME, "erc721", None, ALICE, BOB, big, 1, "Punks", "punk", 200, h(200), h(2), 5, t,
+             False, False),
+            (GAME, "erc1155", POOL, ALICE, BOB, 10, 5, None, None, 200, h(200), h(2), 6, t,
+             False, False),
+            (GAME, "erc1155", POOL, ALICE, BOB, 11, 2**70, None, None, 200, h(200), h(2), 6, t,
+             False, False),
+        ],
+    }  # fmt: skip
+    # Stored exactly: 2**256 - 1 scaled by 6 keeps every digit.
+    assert str(newer_tables(migrated_db)["token_approvals"][0][6]).endswith("129.639935")
+    # A replay stores nothing twice; a confirmed copy only sets confirmed.
+    again = await run_sink(migrated_db, [events])
+    assert again.statistics().rows_duplicate == 7
+    await run_sink(migrated_db, [newer_events(confirmed=True)])
+    tables = newer_tables(migrated_db)
+    assert sum(len(rows) for rows in tables.values()) == 7
+    assert {row[-2] for rows in tables.values() for row in rows} == {True}
+
+
+def newer_removed(dsn: str) -> dict[str, list[tuple[Any, ...]]]:
+    return {
+        "internal_transactions": fetch(
+            dsn, "SELECT internal_index, removed FROM irisflow.internal_transactions ORDER BY 1"
+        ),
+        "token_approvals": fetch(
+            dsn, "SELECT log_index, removed FROM irisflow.token_approvals ORDER BY 1"
+        ),
+        "nft_transfers": fetch(
+            dsn, "SELECT log_index, token_id, removed FROM irisflow.nft_transfers ORDER BY 1, 2"
+        ),
+    }
+
+
+async def test_retractions_mark_the_newer_kinds_by_natural_key(migrated_db: str) -> None:
+    events = newer_events()
+    second_internal, usdc_approval, batch = events[1], events[2], events[5]
+    marks = [
+        retraction(second_internal, log_index=1),  # names internal_index 1 alone
+        retraction(usdc_approval),
+        retraction(batch),  # the batch log: both of its token ids
+        retraction(events[4], block_hash=h(201)),  # another block: nothing
+    ]
+    sink = await run_sink(migrated_db, [[*events, *marks]], batch_rows=3, max_buffered_rows=100)
+    stats = sink.statistics()
+    assert (stats.rows_written, stats.marks, stats.marks_unmatched) == (7, 4, 1)
+    assert newer_removed(migrated_db) == {
+        "internal_transactions": [(0, False), (1, True)],
+        "token_approvals": [(3, True), (4, False)],
+        "nft_transfers": [(5, BIG, False), (6, 10, True), (6, 11, True)],
+    }
+    # The events again (their block canonical again): live again.
+    await run_sink(migrated_db, [events])
+    assert all(not row[-1] for rows in newer_removed(migrated_db).values() for row in rows)
+
+
+async def test_alchemy_approval_and_erc721_reorg_end_to_end(migrated_db: str) -> None:
+    decoder = AlchemyDecoder()
+    approval = approval_log(USDC, ALICE, POOL, 10**6, log_index=1, block_number=8)
+    nft = erc721_transfer_log(GAME, ALICE, BOB, 77, log_index=2, block_number=8)
+    frames = [
+        notification("0xaa", approval),
+        notification("0xaa", nft),
+        notification("0xaa", {**approval, "removed": True}),
+    ]
+    events: list[Event] = []
+    decoder.decode_batch([f.encode() for f in frames], T0, events, [])
+    assert [e.kind for e in events] == [
+        "log", "approval", "log", "nft_transfer", "retraction", "retraction",
+    ]  # fmt: skip
+    sink = await run_sink(migrated_db, [events])
+    assert (sink.statistics().marks, sink.statistics().marks_unmatched) == (2, 0)
+    assert newer_removed(migrated_db) == {
+        "internal_transactions": [],
+        "token_approvals": [(1, True)],
+        "nft_transfers": [(2, 77, False)],
+    }
+    assert fetch(migrated_db, "SELECT confirmed FROM irisflow.nft_transfers") == [(None,)]
+
+
+async def test_moralis_confirmations_of_the_newer_kinds_end_to_end(migrated_db: str) -> None:
+    def body(is_confirmed: bool) -> bytes:
+        return encode_body(
+            webhook_body(
+                confirmed=is_confirmed,
+                block_number=3000,
+                timestamp=T0 // S,
+                txs_internal=[
+                    moralis_internal_tx(h(1), POOL, ALICE, 10**18),
+                    moralis_internal_tx(h(1), POOL, BOB, 10**18),
+                ],
+                erc20_approvals=[
+                    moralis_erc20_approval(USDC, ALICE, POOL, 1, tx_hash=h(1), log_index=2)
+                ],
+                nft_transfers=[
+                    moralis_nft_transfer(GAME, ALICE, BOB, i, tx_hash=h(1), log_index=3,
+                                         standard="ERC1155", amount=2, operator=ALICE)
+                    for i in (1, 2)
+                ],
+            )
+        )  # fmt: skip
+
+    decoder = MoralisDecoder()
+    first: list[Event] = []
+    decoder.decode_batch([body(False)], T0 + 1, first, [])
+    later: list[Event] = []
+    decoder.decode_batch([body(True)], T0 + 2, later, [])
+    assert [e.kind for e in first] == [
+        "block", "internal_tx", "internal_tx", "approval", "nft_transfer", "nft_transfer",
+    ]  # fmt: skip
+    assert [(e.target, e.log_index) for e in later] == [  # type: ignore[attr-defined]
+        ("block", None), ("internal_tx", 0), ("internal_tx", 1), ("approval", 2),
+        ("nft_transfer", 3),
+    ]  # fmt: skip
+
+    await run_sink(migrated_db, [first])
+    assert all(row[-2] is False for rows in newer_tables(migrated_db).values() for row in rows)
+    sink = await run_sink(migrated_db, [later])
+    assert (sink.statistics().marks, sink.statistics().marks_unmatched) == (5, 0)
+    tables = newer_tables(migrated_db)
+    assert [len(rows) for rows in tables.values()] == [2, 1, 2]
+    assert all(row[-2] is True for rows in tables.values() for row in rows)
+
+
 # --------------------------------------------------------------------------- books, alerts
 
 
@@ -539,11 +750,15 @@ async def test_alerts_stay_the_outboxs_one_row_per_alert_and_chat(migrated_db: s
 # --------------------------------------------------------------------------- migrations
 
 
-async def test_an_outdated_schema_is_a_usage_error(empty_db: str) -> None:
-    await trio.to_thread.run_sync(lambda: migrate(empty_db, to=6))
+@pytest.mark.parametrize("applied", [6, 11])
+async def test_an_outdated_schema_is_a_usage_error(empty_db: str, applied: int) -> None:
+    await trio.to_thread.run_sync(lambda: migrate(empty_db, to=applied))
     sink = PostgresSink(empty_db, **FAST)
     _, receive = trio.open_memory_channel[Sequence[Event]](0)
-    with trio.fail_after(DEADLINE), pytest.raises(UsageError, match="run `irisflow migrate`"):
+    with (
+        trio.fail_after(DEADLINE),
+        pytest.raises(UsageError, match=r"lacks migrations up to 0012.*run `irisflow migrate`"),
+    ):
         await sink.run(receive)
 
 

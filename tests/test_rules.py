@@ -666,8 +666,40 @@ def test_whale_transfers_fire_once_each() -> None:
     assert len({a.key for a in alerts}) == 3
 
 
+def internal(n: int, index: int, eth: int) -> Event:
+    result: Event = chain.InternalTransaction(
+        venue="moralis",
+        symbol="ETH",
+        ts=T0,
+        recv_ts=T0,
+        tx_hash=f"0x{n:064x}",
+        internal_index=index,
+        from_address=A,
+        to_address=B,
+        value_wei=eth * 10**18,
+        value_eth=chain.scale(eth * 10**18, 18),
+    )
+    return result
+
+
+def test_whale_rules_fire_on_internal_transactions() -> None:
+    kinds = [chain.Transaction, chain.InternalTransaction]
+    step = AlertStep([Rule.parse("kind=whale; threshold=100; name=whale", kinds)])
+    events = [
+        internal(5, 0, 150),
+        internal(5, 1, 50),  # below the threshold
+        internal(5, 2, 300),  # same transaction, another call: a whale of its own
+        internal(5, 0, 150),  # the confirmed copy of the first: not again
+    ]
+    alerts = run(step, events)
+    assert [a.text.split()[1] for a in alerts] == ["150", "300"]
+    assert alerts[0].text.startswith(f"whale: 150 ETH from {A} to {B} on moralis")
+
+
 def test_whale_rules_need_chain_events() -> None:
-    with pytest.raises(UsageError, match="whale rules read token_transfer, transaction events"):
+    with pytest.raises(
+        UsageError, match="whale rules read internal_tx, token_transfer, transaction events"
+    ):
         Rule.parse("kind=whale; threshold=1", [Trade])
     rule = Rule.parse("kind=whale; threshold=1; symbols=usdc", [chain.TokenTransfer])
     assert rule.symbols == frozenset({"USDC"})

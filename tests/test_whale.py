@@ -9,7 +9,10 @@ import pytest
 from irisflow._chain import (
     Block,
     Confirmation,
+    InternalTransaction,
+    NftTransfer,
     Retraction,
+    TokenApproval,
     TokenTransfer,
     Transaction,
     scale,
@@ -85,6 +88,56 @@ def test_native_threshold_is_inclusive_and_exact() -> None:
     out = step.process(events)
     assert hashes(out) == [f"0x{1:064x}", f"0x{3:064x}"]
     assert out[1].value_eth == Decimal("250.000000000000000001")  # type: ignore[attr-defined]
+
+
+def internal(n: int, index: int, wei: int) -> InternalTransaction:
+    return InternalTransaction(
+        venue="moralis",
+        symbol="ETH",
+        ts=0,
+        recv_ts=0,
+        tx_hash=f"0x{n:064x}",
+        internal_index=index,
+        from_address=A,
+        to_address=B,
+        value_wei=wei,
+        value_eth=scale(wei, 18),
+    )
+
+
+def test_internal_transactions_are_whales_like_transactions() -> None:
+    step = WhaleStep(min_eth=Decimal(100))
+    events: list[Event] = [
+        internal(1, 0, 100 * 10**18),  # exactly 100 ETH moved by a contract call
+        internal(1, 1, 100 * 10**18 - 1),
+        tx(2, 0),  # the outer transaction itself moved nothing
+        internal(2, 0, 500 * 10**18),
+    ]
+    out = step.process(events)
+    assert [(e.tx_hash, e.internal_index) for e in out] == [  # type: ignore[attr-defined]
+        (f"0x{1:064x}", 0),
+        (f"0x{2:064x}", 0),
+    ]
+    assert all(isinstance(e, InternalTransaction) for e in out)
+    assert WhaleStep(min_tokens=Decimal(0)).process(events) == []  # no ETH threshold: none pass
+    # Confirmations name them by internal_index (in log_index): only the passed one follows.
+    later: list[Event] = [
+        Confirmation("moralis", "ETH", 0, 0, "internal_tx", f"0x{1:064x}", 0),
+        Confirmation("moralis", "ETH", 0, 0, "internal_tx", f"0x{1:064x}", 1),
+        Confirmation("moralis", "ETH", 0, 0, "transaction", f"0x{1:064x}"),
+    ]
+    assert step.process(later) == [later[0]]
+
+
+def test_approvals_and_nft_transfers_are_not_whales() -> None:
+    huge = 2**256 - 1
+    approval = TokenApproval(
+        "alchemy", "USDC", 0, 0, USDC, A, B, huge, f"0x{1:064x}", 1, 6, scale(huge, 6)
+    )
+    nft = NftTransfer("alchemy", ODD, 0, 0, ODD, "erc1155", A, B, 1, 10**30, f"0x{2:064x}", 2)
+    step = WhaleStep(min_eth=Decimal(0), min_tokens=Decimal(0), min_raw=0)
+    assert step.process([approval, nft]) == []
+    assert step.process([transfer(3, USDC, 1, 6)]) != []  # the same step passes a transfer
 
 
 def test_a_contract_creation_is_just_a_transaction() -> None:
@@ -225,7 +278,7 @@ def test_bad_whale_text(text: str, message: str) -> None:
         Pipeline().pipe(text)
 
 
-def test_a_retraction_marks_the_window_that_counted_the_event_incomplete() -> None:
+def test_a_retraction_takes_the_event_out_of_the_window_that_counted_it() -> None:
     from irisflow._chain import Retraction
     from irisflow._windows import Window
 
@@ -245,12 +298,13 @@ def test_a_retraction_marks_the_window_that_counted_the_event_incomplete() -> No
     out += pipeline.advance(120 * 10**9)  # the receive clock closes the minute
     assert retraction in out  # passed on, for sinks
     (window,) = [e for e in out if isinstance(e, Window)]
-    assert window.count == 2  # the retraction itself is not counted
-    assert window.complete is False
+    assert window.count == 1  # the voided transfer is out; the retraction is not counted
+    assert window.complete is True
     assert pipeline.steps[-1].retracted == 1  # type: ignore[attr-defined]
 
-    # The same without the retraction: the window closes complete.
+    # The same without the retraction: both transfers count.
     again = Pipeline(kinds=kinds).pipe("window 1m | agg count")
     out = again.process([kept, voided]) + again.advance(120 * 10**9)
     (window,) = [e for e in out if isinstance(e, Window)]
+    assert window.count == 2
     assert window.complete is True

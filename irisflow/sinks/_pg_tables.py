@@ -13,10 +13,13 @@ Every kind irisflow produces has a table and a natural key (the migrations' uniq
   other field goes to the jsonb ``values`` (decimals and uint256 as strings, times as ISO-8601
   UTC). **A complete result is final**: it replaces an incomplete row, and only a complete
   recomputation replaces it, so a window cut short at the end of one run and complete in
-  another is stored complete, whatever the order of the runs.
-- chain events (``block``, ``transaction``, ``log``, ``token_transfer``, ``swap``): the chain
-  tables (0003, 0009), upserted; a stored row is only touched to clear ``removed`` (the event
-  came again after a retraction: its block is canonical again) or to set ``confirmed``.
+  another is stored complete, whatever the order of the runs. A revision (a window or RSI
+  corrected after a reorg: ``revision`` in ``values``, absent when 0) replaces its row, and
+  within one chunk the highest revision wins.
+- chain events (``block``, ``transaction``, ``log``, ``token_transfer``, ``swap``; and
+  ``internal_tx``, ``approval``, ``nft_transfer`` from 0012): the chain tables, upserted; a
+  stored row is only touched to clear ``removed`` (the event came again after a retraction: its
+  block is canonical again) or to set ``confirmed``.
 - ``retraction`` and ``confirmation`` change the row they name (:func:`apply_marks`).
 - ``alert``: none. ``irisflow.alerts`` is the outbox of :class:`~irisflow.AlertSink` (one row
   per alert and chat, ``id = "<key>|<chat>"``), which every run with alert rules and a database
@@ -40,7 +43,18 @@ import psycopg
 import psycopg.errors
 from psycopg.types.json import Jsonb
 
-from .._chain import Block, Confirmation, Log, Retraction, Swap, TokenTransfer, Transaction
+from .._chain import (
+    Block,
+    Confirmation,
+    InternalTransaction,
+    Log,
+    NftTransfer,
+    Retraction,
+    Swap,
+    TokenApproval,
+    TokenTransfer,
+    Transaction,
+)
 from .._events import Book, BookUpdate, Candle, Event, Gap, Quote, Ticker, Trade
 from .._join import Joined
 from .._jsonl import iso_time
@@ -287,6 +301,10 @@ def _window_span(e: Window) -> Span:
     return e.spec, e.start, e.end, e.count, not e.complete
 
 
+_SPIKE_FROM = ("tx_hash", "log_index")
+"""Spike fields that name the on-chain event it came from (sparse: see :data:`_SPARSE`)."""
+
+
 def _rsi_span(e: Rsi) -> Span:
     return f"rsi {e.period}", e.ts, e.ts, None, False
 
@@ -307,18 +325,24 @@ def _late_span(e: Late) -> Span:
 
 _RESULT_KINDS: tuple[tuple[type[Event], Callable[[Any], Span], frozenset[str]], ...] = (
     (Window, _window_span, frozenset(attrs.fields_dict(Window))),
-    (Rsi, _rsi_span, frozenset({"venue", "symbol", "ts", "recv_ts", "key"})),
-    (Spike, _spike_span, frozenset({"venue", "symbol", "ts", "recv_ts", "key"})),
+    (Rsi, _rsi_span, frozenset({"venue", "symbol", "ts", "recv_ts", "key", "revision"})),
+    (Spike, _spike_span, frozenset({"venue", "symbol", "ts", "recv_ts", "key", *_SPIKE_FROM})),
     (Joined, _join_span, frozenset({"venue", "symbol", "ts", "recv_ts", "key"})),
     (Late, _late_span, frozenset({"venue", "symbol", "ts", "recv_ts", "key"})),
 )
 """Each result kind: how it fills the span columns, and which fields are not in ``values``."""
 
-_SHAPES: dict[type[Any], tuple[Callable[[Any], Span], _Codecs]] = {}
+_SPARSE: dict[str, Any] = {"revision": 0, "tx_hash": None, "log_index": None}
+"""Result fields in ``values`` only when not these defaults: a window's or an RSI's revision
+above 0 (reorgs), the on-chain event a spike came from. Results without them store what they
+always did."""
+
+_SHAPES: dict[type[Any], tuple[Callable[[Any], Span], _Codecs, tuple[str, ...]]] = {}
 
 
-def _shape(cls: type[Any]) -> tuple[Callable[[Any], Span], _Codecs]:
-    """The span function and the ``values`` encoders of a result class (cached per class).
+def _shape(cls: type[Any]) -> tuple[Callable[[Any], Span], _Codecs, tuple[str, ...]]:
+    """The span function, the ``values`` encoders and the sparse fields of a result class
+    (cached per class).
 
     Window and join steps make subclasses with one field per aggregate or side field: those
     fields go to ``values``.
@@ -327,7 +351,9 @@ def _shape(cls: type[Any]) -> tuple[Callable[[Any], Span], _Codecs]:
     if found is None:
         for base, span, columns in _RESULT_KINDS:
             if issubclass(cls, base):
-                found = _SHAPES[cls] = (span, _codecs(cls, columns))
+                names = attrs.fields_dict(cls)
+                sparse = tuple(n for n in _SPARSE if n in columns and n in names)
+                found = _SHAPES[cls] = (span, _codecs(cls, columns), sparse)
                 break
         else:
             raise TypeError(f"{cls.__name__} is not a pipeline result")
@@ -336,9 +362,14 @@ def _shape(cls: type[Any]) -> tuple[Callable[[Any], Span], _Codecs]:
 
 def result_row(e: Any) -> tuple[Any, ...]:
     """The ``window_results`` row of a window, bar, rsi, spike, join or late event."""
-    span, codecs = _shape(e.__class__)
+    span, codecs, sparse = _shape(e.__class__)
     spec, start, end, count, incomplete = span(e)
-    values = Jsonb(_encode(e, codecs), orjson.dumps)
+    encoded = _encode(e, codecs)
+    for name in sparse:
+        value = getattr(e, name)
+        if value != _SPARSE[name]:
+            encoded[name] = _json(value)
+    values = Jsonb(encoded, orjson.dumps)
     return (
         e.kind, e.venue, e.symbol, e.key, spec, pg_time(start), pg_time(end),
         pg_time(e.ts), pg_time(e.recv_ts), count, values, incomplete,
@@ -390,6 +421,30 @@ def _swap_row(e: Swap, chain: str = "") -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+def _internal_row(e: InternalTransaction, chain: str = "") -> tuple[Any, ...]:
+    return (
+        e.venue, chain, e.tx_hash, e.internal_index, e.block_number, e.block_hash,
+        pg_time(e.ts), pg_time(e.recv_ts), e.from_address, e.to_address, e.value_wei,
+        e.value_eth, e.gas, e.confirmed, False,
+    )  # fmt: skip
+
+
+def _approval_row(e: TokenApproval, chain: str = "") -> tuple[Any, ...]:
+    return (
+        e.venue, chain, e.block_number, e.block_hash, e.tx_hash, e.log_index,
+        pg_time(e.ts), pg_time(e.recv_ts), e.token, e.symbol, e.owner, e.spender,
+        e.raw_amount, e.decimals, e.amount, e.possible_spam, e.confirmed, False,
+    )  # fmt: skip
+
+
+def _nft_row(e: NftTransfer, chain: str = "") -> tuple[Any, ...]:
+    return (
+        e.venue, chain, e.block_number, e.block_hash, e.tx_hash, e.log_index,
+        pg_time(e.ts), pg_time(e.recv_ts), e.contract, e.standard, e.operator, e.from_address,
+        e.to_address, e.token_id, e.amount, e.token_name, e.token_symbol, e.confirmed, False,
+    )  # fmt: skip
+
+
 # --------------------------------------------------------------------------- the mapping
 
 _TYPES = {"ts": TS, "num": "numeric", "nums": "numeric[]"}
@@ -405,6 +460,7 @@ def _table(kind: str, name: str, row: Any, spec: str, **options: Any) -> Table:
 
 _HEAD = "venue symbol ts:ts recv_ts:ts "
 _LOG_KEY = ("chain", "tx_hash", "log_index", "block_hash", "ts")
+_OPT_BLOCK = "(coalesce(block_hash, ''))"
 
 
 def _chain_table(kind: str, name: str, spec: str, row: Any, key: tuple[str, ...]) -> Table:
@@ -431,8 +487,9 @@ RESULTS = _table(
     "kind venue symbol key spec window_start:ts window_end:ts ts:ts recv_ts:ts count:int8"
     ' "values":jsonb incomplete:bool',
     upsert_key=("kind", "venue", "symbol", "key", "spec", "window_start", "window_end"),
-    # Within a chunk: a complete result beats an incomplete one, then the latest wins.
-    order="incomplete, recv_ts DESC",
+    # Within a chunk: a complete result beats an incomplete one, then the highest revision (a
+    # correction after a reorg, in "values"), then the latest.
+    order="incomplete, coalesce((\"values\"->>'revision')::int8, 0) DESC, recv_ts DESC",
     # Against the table: complete is final (only a complete recomputation replaces it), and an
     # unchanged result is not rewritten (so a replay counts it as a duplicate).
     upsert_where="(NOT excluded.incomplete OR irisflow.window_results.incomplete)"
@@ -535,6 +592,30 @@ TABLES: dict[type[Event], Table] = {
         _swap_row,
         key=_LOG_KEY,
     ),
+    InternalTransaction: _chain_table(
+        "internal_tx",
+        "internal_transactions",
+        "tx_hash internal_index:int4 block_number:int8 block_hash ts:ts recv_ts:ts from_address"
+        " to_address value:num value_eth:num gas:num",
+        _internal_row,
+        key=("chain", "tx_hash", "internal_index", _OPT_BLOCK, "ts"),
+    ),
+    TokenApproval: _chain_table(
+        "approval",
+        "token_approvals",
+        "block_number:int8 block_hash tx_hash log_index:int4 ts:ts recv_ts:ts token token_symbol"
+        " owner spender value:num decimals:int4 amount:num possible_spam:bool",
+        _approval_row,
+        key=("chain", "tx_hash", "log_index", _OPT_BLOCK, "ts"),
+    ),
+    NftTransfer: _chain_table(
+        "nft_transfer",
+        "nft_transfers",
+        "block_number:int8 block_hash tx_hash log_index:int4 ts:ts recv_ts:ts contract standard"
+        " operator from_address to_address token_id:num amount:num token_name token_symbol",
+        _nft_row,
+        key=("chain", "tx_hash", "log_index", "token_id", _OPT_BLOCK, "ts"),
+    ),
 }
 """Which table each event class goes to (the sink works on its own copies)."""
 
@@ -564,6 +645,13 @@ _MARK_TARGETS = {
     "log": ("logs", _LOG_MATCH),
     "token_transfer": ("token_transfers", _LOG_MATCH),
     "swap": ("swaps", _LOG_MATCH),
+    "approval": ("token_approvals", _LOG_MATCH),
+    "nft_transfer": ("nft_transfers", _LOG_MATCH),  # every token id of the log
+    "internal_tx": (
+        "internal_transactions",
+        "t.tx_hash = m.tx_hash AND t.internal_index = m.log_index"
+        " AND (m.block_hash IS NULL OR t.block_hash = m.block_hash)",
+    ),
     "transaction": (
         "transactions",
         "t.hash = m.tx_hash AND (m.block_hash IS NULL OR t.block_hash = m.block_hash)",

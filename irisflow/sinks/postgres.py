@@ -590,9 +590,9 @@ class PostgresSink:
     def _prepare(self, conn: psycopg.Connection[Any]) -> None:
         """Check the schema and create the staging tables."""
         try:
-            # tickers_event_key comes with the newest migration the sink needs (0010).
+            # nft_transfers comes with the newest migration the sink needs (0012).
             row = conn.execute(
-                "SELECT to_regclass('irisflow.trades'), to_regclass('irisflow.tickers_event_key')"
+                "SELECT to_regclass('irisflow.trades'), to_regclass('irisflow.nft_transfers')"
             ).fetchone()
             if row is None or row[0] is None:
                 raise UsageError(
@@ -602,7 +602,7 @@ class PostgresSink:
             if row[1] is None:
                 raise UsageError(
                     f"the irisflow schema in {redact_dsn(self._dsn)} is older than this "
-                    "irisflow (it lacks migrations up to 0010_optional_ids): "
+                    "irisflow (it lacks migrations up to 0012_more_chain_kinds): "
                     "run `irisflow migrate`"
                 )
             with conn.transaction():

@@ -19,8 +19,10 @@ from ._alchemy_frames import (
 from ._alchemy_frames import EXAMPLE_V2_SWAP_DATA as EXAMPLE_V2_SWAP_DATA
 from ._alchemy_frames import EXAMPLE_V3_SWAP_LOG as EXAMPLE_V3_SWAP_LOG
 from ._alchemy_frames import address_topic as address_topic
+from ._alchemy_frames import approval_log as approval_log
 from ._alchemy_frames import encode_int as encode_int
 from ._alchemy_frames import encode_uint as encode_uint
+from ._alchemy_frames import erc721_transfer_log as erc721_transfer_log
 from ._alchemy_frames import log_entry as log_entry
 from ._alchemy_frames import new_head as new_head
 from ._alchemy_frames import notification as notification
@@ -60,8 +62,11 @@ from ._moralis import EXAMPLE_UNCONFIRMED_ERC20 as EXAMPLE_UNCONFIRMED_ERC20
 from ._moralis import MoralisSender as MoralisSender
 from ._moralis import encode_body as encode_body
 from ._moralis import keccak_signature as keccak_signature
+from ._moralis import moralis_erc20_approval as moralis_erc20_approval
 from ._moralis import moralis_erc20_transfer as moralis_erc20_transfer
+from ._moralis import moralis_internal_tx as moralis_internal_tx
 from ._moralis import moralis_log as moralis_log
+from ._moralis import moralis_nft_transfer as moralis_nft_transfer
 from ._moralis import moralis_tx as moralis_tx
 from ._moralis import nist_signature as nist_signature
 from ._moralis import webhook_body as webhook_body
@@ -116,6 +121,7 @@ __all__ = [
     "SubscriptionInfo",
     "address_topic",
     "agg_trade",
+    "approval_log",
     "book_ticker",
     "combined",
     "crypto_trade",
@@ -123,6 +129,7 @@ __all__ = [
     "encode_body",
     "encode_int",
     "encode_uint",
+    "erc721_transfer_log",
     "frame_text",
     "keccak_signature",
     "kline",
@@ -130,8 +137,11 @@ __all__ = [
     "log_entry",
     "market_trade",
     "mini_ticker",
+    "moralis_erc20_approval",
     "moralis_erc20_transfer",
+    "moralis_internal_tx",
     "moralis_log",
+    "moralis_nft_transfer",
     "moralis_tx",
     "new_head",
     "nist_signature",

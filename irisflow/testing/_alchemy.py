@@ -5,7 +5,8 @@ It speaks ``venues.md`` §3: ``/v2/<key>`` paths, ``eth_subscribe`` for ``newHea
 ``alchemy_pendingTransactions`` (with their filters, validated), ``eth_unsubscribe``,
 ``net_version`` (what the SDK's heartbeat asks), batches of up to 20 requests, and
 notifications that carry no ``id``. It delivers each published log or transaction only to the
-subscriptions whose filters match, as Alchemy does::
+subscriptions whose filters match, as Alchemy does (logs by address and every topic position,
+with the node's rules: see ``_log_matches``)::
 
     fake = FakeAlchemy()
     async with trio.open_nursery() as nursery:
@@ -149,18 +150,25 @@ def _check_filter(kind: str, rest: list[Any]) -> dict[str, Any]:
 
 
 def _log_matches(flt: dict[str, Any], log: dict[str, Any]) -> bool:
+    """Whether a node (geth's ``filterLogs``) would deliver ``log`` under ``flt``.
+
+    Every topic position is matched, 0 to 3: ``null``, ``[]`` or an array holding ``null`` is
+    any value, a string one value, an array alternatives. A log with fewer topics than the
+    filter has positions is skipped, even when the extra positions are wildcards.
+    """
     if "address" in flt and log.get("address", "").lower() not in _addresses(
         flt["address"], "address"
     ):
         return False
     topics = [t.lower() for t in log.get("topics", [])]
-    for i, position in enumerate(flt.get("topics", [])):
-        if position is None:
-            continue
-        if i >= len(topics):
-            return False
+    wanted = flt.get("topics", [])
+    if len(wanted) > len(topics):
+        return False
+    for topic, position in zip(topics, wanted, strict=False):
         options = position if isinstance(position, list) else [position]
-        if None not in options and topics[i] not in [o.lower() for o in options]:
+        if not options or None in options:
+            continue
+        if topic not in [o.lower() for o in options]:
             return False
     return True
 

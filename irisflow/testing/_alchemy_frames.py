@@ -1,7 +1,8 @@
 """Alchemy payloads for tests: the venue notes' examples verbatim, and builders.
 
 The ``EXAMPLE_*`` constants hold the constructed examples of ``venues.md`` §3.5 exactly. The
-builders (:func:`new_head`, :func:`transfer_log`, :func:`v3_swap_log`, :func:`transaction`, ...)
+builders (:func:`new_head`, :func:`transfer_log`, :func:`approval_log`,
+:func:`erc721_transfer_log`, :func:`v3_swap_log`, :func:`transaction`, ...)
 make objects shaped like Alchemy's, with hex quantities and ABI-encoded log data.
 """
 
@@ -22,8 +23,10 @@ __all__ = [
     "EXAMPLE_V2_SWAP_DATA",
     "EXAMPLE_V3_SWAP_LOG",
     "address_topic",
+    "approval_log",
     "encode_int",
     "encode_uint",
+    "erc721_transfer_log",
     "log_entry",
     "new_head",
     "notification",
@@ -47,6 +50,7 @@ EXAMPLE_MINED_TX_NOTIFICATION = '{"jsonrpc":"2.0","method":"eth_subscription","p
 # -- payload builders -----------------------------------------------------------------------
 
 _TRANSFER = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
+_APPROVAL = "0x8c5be1e5ebec7d5bd14f71427d1e84f3dd0314c0f7b2291e5b200ac8c7c3b925"
 _V2_SWAP = "0xd78ad95fa46c994b6551d0da85fc275fe613ce37657fb8d5e3d130840159d822"
 _V3_SWAP = "0xc42079f94a6350d7e6235f29174924f928cc2ac818eb64fed8004e115fbcca67"
 _ZERO_HASH = "0x" + "0" * 64
@@ -144,6 +148,25 @@ def transfer_log(token: str, sender: str, recipient: str, value: int, **kw: Any)
     """An ERC-20 ``Transfer`` log of ``value`` raw units (keywords as :func:`log_entry`)."""
     topics = [_TRANSFER, address_topic(sender), address_topic(recipient)]
     return log_entry(token, topics, "0x" + encode_uint(value), **kw)
+
+
+def approval_log(token: str, owner: str, spender: str, value: int, **kw: Any) -> dict[str, Any]:
+    """An ERC-20 ``Approval`` log of ``value`` raw units (keywords as :func:`log_entry`)."""
+    topics = [_APPROVAL, address_topic(owner), address_topic(spender)]
+    return log_entry(token, topics, "0x" + encode_uint(value), **kw)
+
+
+def erc721_transfer_log(
+    contract: str, sender: str, recipient: str, token_id: int, **kw: Any
+) -> dict[str, Any]:
+    """An ERC-721 ``Transfer`` log: 4 topics (``tokenId`` indexed), empty data."""
+    topics = [
+        _TRANSFER,
+        address_topic(sender),
+        address_topic(recipient),
+        "0x" + encode_uint(token_id),
+    ]
+    return log_entry(contract, topics, "0x", **kw)
 
 
 def v2_swap_log(

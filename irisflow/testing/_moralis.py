@@ -35,8 +35,11 @@ __all__ = [
     "MoralisSender",
     "encode_body",
     "keccak_signature",
+    "moralis_erc20_approval",
     "moralis_erc20_transfer",
+    "moralis_internal_tx",
     "moralis_log",
+    "moralis_nft_transfer",
     "moralis_tx",
     "nist_signature",
     "webhook_body",
@@ -150,6 +153,85 @@ def moralis_erc20_transfer(
     return entry
 
 
+def moralis_internal_tx(
+    tx_hash: str,
+    from_address: str,
+    to_address: str | None,
+    value_wei: int,
+    *,
+    gas: int | None = 2300,
+) -> dict[str, Any]:
+    """A ``txsInternal[]`` entry (``from``, ``to``, ``value``, ``gas``, ``transactionHash``)."""
+    return {
+        "from": from_address,
+        "to": to_address,
+        "value": str(value_wei),
+        "gas": None if gas is None else str(gas),
+        "transactionHash": tx_hash,
+    }
+
+
+def moralis_erc20_approval(
+    contract: str,
+    owner: str,
+    spender: str,
+    value: int,
+    *,
+    tx_hash: str,
+    log_index: int,
+    symbol: str = "",
+    decimals: int | None = None,
+    name: str = "",
+    possible_spam: bool | None = None,
+) -> dict[str, Any]:
+    """An ``erc20Approvals[]`` entry: an ``erc20Transfers`` one with ``owner`` and ``spender``."""
+    entry = moralis_erc20_transfer(
+        contract,
+        owner,
+        spender,
+        value,
+        tx_hash=tx_hash,
+        log_index=log_index,
+        symbol=symbol,
+        decimals=decimals,
+        name=name,
+        possible_spam=possible_spam,
+    )
+    entry["owner"] = entry.pop("from")
+    entry["spender"] = entry.pop("to")
+    return entry
+
+
+def moralis_nft_transfer(
+    contract: str,
+    from_address: str,
+    to_address: str,
+    token_id: int,
+    *,
+    tx_hash: str,
+    log_index: int,
+    standard: str = "ERC721",
+    amount: int = 1,
+    operator: str | None = None,
+    name: str = "",
+    symbol: str = "",
+) -> dict[str, Any]:
+    """An ``nftTransfers[]`` entry; ``standard`` is ``ERC721`` or ``ERC1155``."""
+    return {
+        "operator": operator,
+        "from": from_address,
+        "to": to_address,
+        "tokenId": str(token_id),
+        "amount": str(amount),
+        "transactionHash": tx_hash,
+        "logIndex": str(log_index),
+        "contract": contract,
+        "tokenName": name,
+        "tokenSymbol": symbol,
+        "tokenContractType": standard,
+    }
+
+
 def webhook_body(
     *,
     confirmed: bool,
@@ -159,6 +241,9 @@ def webhook_body(
     txs: Iterable[dict[str, Any]] = (),
     logs: Iterable[dict[str, Any]] = (),
     erc20_transfers: Iterable[dict[str, Any]] = (),
+    txs_internal: Iterable[dict[str, Any]] = (),
+    erc20_approvals: Iterable[dict[str, Any]] = (),
+    nft_transfers: Iterable[dict[str, Any]] = (),
     chain_id: str = "0x1",
     tag: str = "irisflow-test",
     retries: int = 0,
@@ -178,11 +263,11 @@ def webhook_body(
         },
         "logs": list(logs),
         "txs": list(txs),
-        "txsInternal": [],
+        "txsInternal": list(txs_internal),
         "erc20Transfers": list(erc20_transfers),
-        "erc20Approvals": [],
+        "erc20Approvals": list(erc20_approvals),
         "nftApprovals": {"ERC721": [], "ERC1155": []},
-        "nftTransfers": [],
+        "nftTransfers": list(nft_transfers),
     }
 
 

@@ -17,18 +17,7 @@ from typing import Any
 import orjson
 import trio
 
-from .._chain import (
-    KNOWN_TOKENS,
-    TRANSFER_TOPIC,
-    UNISWAP_V2_SWAP_TOPIC,
-    UNISWAP_V3_SWAP_TOPIC,
-    Block,
-    Log,
-    Retraction,
-    Swap,
-    TokenTransfer,
-    Transaction,
-)
+from .._chain import KNOWN_TOKENS, Block, Log, Retraction, Transaction
 from .._errors import ConnectionClosed, IrisflowError, UsageError, VenueError
 from .._events import Event
 from .._feed import FeedItem, FeedStats
@@ -41,6 +30,13 @@ from ._alchemy_decode import (
     ID_STRIDE,
     TYPE_CODES,
     AlchemyDecoder,
+)
+from ._alchemy_topics import (
+    log_filter,
+    log_kinds,
+    merge_filters,
+    normalise_logs_channel,
+    topics_param,
 )
 from ._common import Reconnect, VenueConnection, ack_deadline_error, run_connections
 
@@ -101,16 +97,12 @@ def api_key() -> str:
 # -- planning -------------------------------------------------------------------------------
 
 _ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
-_TOPIC_RE = re.compile(r"0x[0-9a-fA-F]{64}")
 _SYMBOL_BY_TOKEN = {info.symbol: addr for addr, info in KNOWN_TOKENS.items()}
-_LOG_SELECTORS: dict[str, tuple[str, ...]] = {
-    "transfer": (TRANSFER_TOPIC,),
-    "swap": (UNISWAP_V2_SWAP_TOPIC, UNISWAP_V3_SWAP_TOPIC),
-}
 _CHANNEL_NAMES = [
     "newHeads",
     "logs",
     "logs:transfer",
+    "logs:approval",
     "logs:swap",
     "minedTransactions",
     "pendingTransactions",
@@ -119,9 +111,11 @@ _CHANNEL_NAMES = [
 CHANNELS = (
     ChannelInfo("newHeads", ("block",), "every new block header (re-sent for a reorg)"),
     ChannelInfo(
-        "logs[:transfer|swap|0x<topic0>]",
-        ("log", "token_transfer", "swap", "retraction"),
-        "logs of the --symbols contracts; ERC-20 Transfer and Uniswap Swap also decoded",
+        "logs[:<topic0>[/<topic1>/<topic2>/<topic3>]]",
+        ("log", "token_transfer", "approval", "nft_transfer", "swap", "retraction"),
+        "logs of the --symbols contracts, by topic (topic0 transfer, approval, swap or 0x...;"
+        " topics 1-3 0x words or addresses, * any); ERC-20 Transfer and Approval, ERC-721"
+        " Transfer and Uniswap Swap also decoded",
     ),
     ChannelInfo(
         "minedTransactions",
@@ -200,15 +194,7 @@ def _normalise_channel(raw: str) -> str:
     base, colon, selector = text.partition(":")
     lower = base.lower()
     if lower == "logs" and colon:
-        sel = selector.strip().lower()
-        if sel.rstrip("s") in _LOG_SELECTORS:
-            return f"logs:{sel.rstrip('s')}"
-        if _TOPIC_RE.fullmatch(sel):
-            return f"logs:{sel}"
-        raise UsageError(
-            f"unknown log selector {selector!r} in alchemy channel {raw!r}: use logs:transfer,"
-            " logs:swap or logs:0x<64 hex digits of topic0>"
-        )
+        return normalise_logs_channel(raw, selector)
     if not colon:
         for name in ("newHeads", "logs", "minedTransactions", "pendingTransactions"):
             if lower in (name.lower(), f"alchemy_{name.lower()}"):
@@ -217,7 +203,8 @@ def _normalise_channel(raw: str) -> str:
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise UsageError(
         f"unknown alchemy channel {raw!r}{hint}; channels: newHeads,"
-        " logs[:transfer|swap|0x<topic0>], minedTransactions, pendingTransactions"
+        " logs[:<topic0>[/<topic1>/<topic2>/<topic3>]] (topic0 transfer, approval, swap or"
+        " 0x<64 hex digits>), minedTransactions, pendingTransactions"
     )
 
 
@@ -230,27 +217,21 @@ def _subscriptions(channels: Sequence[str], addresses: list[str]) -> list[str]:
     streams: list[str] = []
     if "newHeads" in channels:
         streams.append(_stream(["newHeads"]))
-    log_channels = [c for c in channels if c.startswith("logs")]
-    if log_channels:
-        topics: list[str] = []
-        if "logs" not in log_channels:  # plain logs takes every topic: the rest are in it
-            for channel in log_channels:
-                selector = channel.partition(":")[2]
-                for topic in _LOG_SELECTORS.get(selector, (selector,)):
-                    if topic not in topics:
-                        topics.append(topic)
+    filters = merge_filters([log_filter(c) for c in channels if c.startswith("logs")])
+    for flt in filters:
+        topics = topics_param(flt)
         if not addresses and not topics:
             raise UsageError(
                 "alchemy channel 'logs' without --symbols would carry every log on the chain:"
-                " pass contract addresses with --symbols, or narrow it with logs:transfer"
-                " or logs:swap"
+                " pass contract addresses with --symbols, or narrow it by topic, e.g."
+                " logs:transfer, logs:swap or logs:transfer/*/0x<recipient address>"
             )
-        log_filter: dict[str, Any] = {}
+        log_params: dict[str, Any] = {}
         if addresses:
-            log_filter["address"] = addresses
+            log_params["address"] = addresses
         if topics:
-            log_filter["topics"] = [topics[0] if len(topics) == 1 else topics]
-        streams.append(_stream(["logs", log_filter]))
+            log_params["topics"] = topics
+        streams.append(_stream(["logs", log_params]))
     if "minedTransactions" in channels:
         entries = [entry for a in addresses for entry in ({"to": a}, {"from": a})]
         if not entries:
@@ -288,12 +269,7 @@ def _kinds(channels: Sequence[str]) -> frozenset[type[Event]]:
         if channel == "newHeads":
             kinds.add(Block)
         elif channel.startswith("logs"):
-            kinds.update((Log, Retraction))
-            selector = channel.partition(":")[2]
-            if selector in ("", "transfer"):
-                kinds.add(TokenTransfer)
-            if selector in ("", "swap"):
-                kinds.add(Swap)
+            kinds.update((Log, Retraction, *log_kinds(log_filter(channel))))
         elif channel == "minedTransactions":
             kinds.update((Transaction, Retraction))
         else:

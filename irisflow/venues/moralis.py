@@ -15,6 +15,11 @@ confirmed. The first copy goes out as the event; a confirmed copy of an event th
 unconfirmed goes out as a :class:`~irisflow._chain.Confirmation`; every other copy is dropped.
 Memory is bounded: the decoder remembers the last ``memory`` keys (100 000 by default, some
 30 MB), so a copy arriving after that many newer keys counts as new again.
+
+Body arrays decoded: ``txs``, ``txsInternal`` (internal transactions, numbered per transaction
+in array order, see :class:`~irisflow._chain.InternalTransaction`), ``logs``,
+``erc20Transfers``, ``erc20Approvals`` and ``nftTransfers``. ``nftApprovals`` is accepted and
+ignored: venues.md does not document its entries.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import hmac
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -36,10 +41,13 @@ from .._chain import (
     Block,
     ChainDataError,
     Confirmation,
+    InternalTransaction,
     Log,
     NaturalKey,
+    NftTransfer,
     RawLog,
     Swap,
+    TokenApproval,
     TokenInfo,
     TokenTransfer,
     Transaction,
@@ -141,6 +149,23 @@ def _list(body: dict[str, Any], key: str) -> list[Any]:
     return value
 
 
+def _uint(obj: Any, key: str, path: str) -> int:
+    """A required non-negative decimal-string integer (a uint256 amount or id)."""
+    value = dec_int(get(obj, key, path), f"{path}.{key}")
+    if value < 0:
+        raise ChainDataError(f"expected a non-negative integer, got {value} @ {path}.{key}")
+    return value
+
+
+def _text(obj: Any, key: str) -> str | None:
+    """An optional display string: anything but a non-blank string is None."""
+    value = obj.get(key) if isinstance(obj, dict) else None
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+_STANDARDS = {"ERC721": "erc721", "ERC1155": "erc1155"}
+
+
 class MoralisDecoder:
     """Decodes Moralis Streams webhook bodies into chain events, each key once.
 
@@ -154,7 +179,7 @@ class MoralisDecoder:
     ) -> None:
         self._tokens = tokens
         self._memory = memory
-        self._seen: collections.OrderedDict[NaturalKey, bool] = collections.OrderedDict()
+        self._seen: collections.OrderedDict[Hashable, bool] = collections.OrderedDict()
 
     def decode_batch(
         self,
@@ -181,19 +206,25 @@ class MoralisDecoder:
 
     def _apply(self, confirmed: bool, events: list[Event], out: list[Event]) -> None:
         seen = self._seen
+        confirmations: set[NaturalKey] = set()
         for event in events:
             key = natural_key(event)
             assert key is not None
-            state = seen.get(key)
+            # The token ids of one ERC-1155 batch share the batch log's natural key: each is
+            # its own event, and one confirmation names them all.
+            own: Hashable = (*key, event.token_id) if isinstance(event, NftTransfer) else key
+            state = seen.get(own)
             if state is None:
                 out.append(event)
-                seen[key] = confirmed
+                seen[own] = confirmed
                 if len(seen) > self._memory:
                     seen.popitem(last=False)
             elif confirmed and not state:
-                out.append(_confirmation(event))
-                seen[key] = True
-                seen.move_to_end(key)
+                if key not in confirmations:
+                    out.append(_confirmation(event, key))
+                    confirmations.add(key)
+                seen[own] = True
+                seen.move_to_end(own)
             # else: a retry, or the unconfirmed copy of a confirmed event: nothing new
 
     def _parse(self, frame: bytes, recv_ts: int) -> tuple[bool, list[Event]]:
@@ -233,13 +264,26 @@ class MoralisDecoder:
                 confirmed=confirmed,
             ),
         ]
+        mined = {**common, "block_hash": block_hash}
         for i, tx in enumerate(_list(body, "txs")):
             events.append(self._tx(tx, f"$.txs[{i}]", block_hash, common))
-        transfers = [
-            self._transfer(t, f"$.erc20Transfers[{i}]", {**common, "block_hash": block_hash})
+        per_tx: dict[str, int] = {}
+        for i, entry in enumerate(_list(body, "txsInternal")):
+            events.append(self._internal(entry, f"$.txsInternal[{i}]", per_tx, mined))
+        decoded: list[Event] = [
+            self._transfer(t, f"$.erc20Transfers[{i}]", mined)
             for i, t in enumerate(_list(body, "erc20Transfers"))
         ]
-        covered = {(t.tx_hash, t.log_index) for t in transfers}
+        decoded += [
+            self._approval(a, f"$.erc20Approvals[{i}]", mined)
+            for i, a in enumerate(_list(body, "erc20Approvals"))
+        ]
+        decoded += [
+            self._nft(n, f"$.nftTransfers[{i}]", mined)
+            for i, n in enumerate(_list(body, "nftTransfers"))
+        ]
+        # Moralis decodes these itself, with token metadata: its logs[] twins stay plain logs.
+        covered = {key for e in decoded if (key := natural_key(e)) is not None}
         for i, log in enumerate(_list(body, "logs")):
             raw = _raw_log(log, f"$.logs[{i}]", number, block_hash)
             events.extend(
@@ -250,10 +294,10 @@ class MoralisDecoder:
                     VENUE,
                     tokens=self._tokens,
                     confirmed=confirmed,
-                    transfers=(raw.tx_hash, raw.log_index) not in covered,
+                    skip=covered,
                 )
             )
-        events.extend(transfers)
+        events.extend(decoded)
         return confirmed, events
 
     @staticmethod
@@ -280,19 +324,40 @@ class MoralisDecoder:
             **common,
         )
 
+    @staticmethod
+    def _internal(
+        t: Any, path: str, per_tx: dict[str, int], common: dict[str, Any]
+    ) -> InternalTransaction:
+        tx_hash = hash32(get(t, "transactionHash", path), f"{path}.transactionHash")
+        index = per_tx[tx_hash] = per_tx.get(tx_hash, -1) + 1
+        value = _uint(t, "value", path)
+        return InternalTransaction(
+            symbol=NATIVE,
+            tx_hash=tx_hash,
+            internal_index=index,
+            from_address=address(get(t, "from", path), f"{path}.from"),
+            to_address=opt_address(t, "to", path),
+            value_wei=value,
+            value_eth=scale(value, 18),
+            gas=opt_dec_int(t, "gas", path),
+            **common,
+        )
+
+    def _token(self, t: Any, path: str, token: str) -> tuple[str, int | None]:
+        """Symbol and decimals of ``token``: the table's, else what the entry says."""
+        info = self._tokens.get(token)
+        if info is not None:
+            return info.symbol, info.decimals
+        given = _text(t, "tokenSymbol")
+        decimals = opt_dec_int(t, "tokenDecimals", path)
+        if decimals is not None and not 0 <= decimals <= 255:
+            raise ChainDataError(f"decimals out of range, got {decimals} @ {path}")
+        return (given.upper() if given else token), decimals
+
     def _transfer(self, t: Any, path: str, common: dict[str, Any]) -> TokenTransfer:
         token = address(get(t, "contract", path), f"{path}.contract")
         raw = dec_int(get(t, "value", path), f"{path}.value")
-        info = self._tokens.get(token)
-        decimals: int | None
-        if info is not None:
-            symbol, decimals = info.symbol, info.decimals
-        else:
-            given = t.get("tokenSymbol")
-            symbol = given.strip().upper() if isinstance(given, str) and given.strip() else token
-            decimals = opt_dec_int(t, "tokenDecimals", path)
-            if decimals is not None and not 0 <= decimals <= 255:
-                raise ChainDataError(f"decimals out of range, got {decimals} @ {path}")
+        symbol, decimals = self._token(t, path, token)
         spam = t.get("possibleSpam")
         return TokenTransfer(
             symbol=symbol,
@@ -305,6 +370,55 @@ class MoralisDecoder:
             decimals=decimals,
             amount=None if decimals is None else scale(raw, decimals),
             possible_spam=spam if isinstance(spam, bool) else None,
+            **common,
+        )
+
+    def _approval(self, a: Any, path: str, common: dict[str, Any]) -> TokenApproval:
+        token = address(get(a, "contract", path), f"{path}.contract")
+        raw = _uint(a, "value", path)
+        symbol, decimals = self._token(a, path, token)
+        spam = a.get("possibleSpam")
+        return TokenApproval(
+            symbol=symbol,
+            token=token,
+            owner=address(get(a, "owner", path), f"{path}.owner"),
+            spender=address(get(a, "spender", path), f"{path}.spender"),
+            raw_amount=raw,
+            tx_hash=hash32(get(a, "transactionHash", path), f"{path}.transactionHash"),
+            log_index=dec_int(get(a, "logIndex", path), f"{path}.logIndex"),
+            decimals=decimals,
+            amount=None if decimals is None else scale(raw, decimals),
+            possible_spam=spam if isinstance(spam, bool) else None,
+            **common,
+        )
+
+    @staticmethod
+    def _nft(n: Any, path: str, common: dict[str, Any]) -> NftTransfer:
+        contract = address(get(n, "contract", path), f"{path}.contract")
+        given = get(n, "tokenContractType", path)
+        standard = _STANDARDS.get(given.upper()) if isinstance(given, str) else None
+        if standard is None:
+            raise ChainDataError(
+                f"expected 'ERC721' or 'ERC1155', got {given!r} @ {path}.tokenContractType"
+            )
+        if standard == "erc721" and n.get("amount") in (None, ""):
+            amount = 1
+        else:
+            amount = _uint(n, "amount", path)
+        symbol = _text(n, "tokenSymbol")
+        return NftTransfer(
+            symbol=symbol.upper() if symbol else contract,
+            contract=contract,
+            standard=standard,
+            from_address=address(get(n, "from", path), f"{path}.from"),
+            to_address=address(get(n, "to", path), f"{path}.to"),
+            token_id=_uint(n, "tokenId", path),
+            amount=amount,
+            tx_hash=hash32(get(n, "transactionHash", path), f"{path}.transactionHash"),
+            log_index=dec_int(get(n, "logIndex", path), f"{path}.logIndex"),
+            operator=opt_address(n, "operator", path),
+            token_name=_text(n, "tokenName"),
+            token_symbol=symbol,
             **common,
         )
 
@@ -327,7 +441,8 @@ def _raw_log(log: Any, path: str, number: int, block_hash: str) -> RawLog:
     )
 
 
-def _confirmation(event: Event) -> Confirmation:
+def _confirmation(event: Event, key: NaturalKey) -> Confirmation:
+    """The confirmation of ``event``, naming it by its natural ``key``."""
     e: Any = event
     block = event.__class__ is Block
     return Confirmation(
@@ -337,7 +452,7 @@ def _confirmation(event: Event) -> Confirmation:
         recv_ts=event.recv_ts,
         target=event.kind,
         tx_hash=None if block else e.tx_hash,
-        log_index=getattr(e, "log_index", None),
+        log_index=key[2],  # None, a log index, or an internal transaction's internal_index
         block_number=e.number if block else e.block_number,
         block_hash=e.hash if block else e.block_hash,
     )
@@ -348,7 +463,17 @@ def _confirmation(event: Event) -> Confirmation:
 CHANNELS = (
     ChannelInfo(
         "webhook",
-        ("block", "transaction", "log", "token_transfer", "swap", "confirmation"),
+        (
+            "block",
+            "transaction",
+            "internal_tx",
+            "log",
+            "token_transfer",
+            "approval",
+            "nft_transfer",
+            "swap",
+            "confirmation",
+        ),
         "whatever the stream set up at Moralis sends; no --channels, receive with --listen",
     ),
 )
@@ -406,7 +531,17 @@ class MoralisVenue:
             channels=(),
             streams=("webhook",),
             kinds=frozenset(
-                {Block, Transaction, Log, TokenTransfer, Swap, Confirmation},
+                {
+                    Block,
+                    Transaction,
+                    InternalTransaction,
+                    Log,
+                    TokenTransfer,
+                    TokenApproval,
+                    NftTransfer,
+                    Swap,
+                    Confirmation,
+                }
             ),
         )
 
