@@ -26,11 +26,13 @@ from typing import Protocol
 import attrs
 import trio
 
+from ._duration import format_duration
 from ._errors import DecodeError, IrisflowError, RecordingError, UsageError
 from ._events import Event, Gap
 from ._feed import ConnectionState, FeedItem, FeedStatistics, FeedStats, Frames, now_ns
 from ._pipeline import Pipeline
 from ._record import CorruptLine, Recorder, read_recording
+from ._reorg import REORG_HORIZON
 from ._venue import Decoder, FeedOptions, Plan, get_venue
 
 __all__ = [
@@ -466,12 +468,20 @@ class Runner:
         """What the decoders and connections counted but no event shows."""
         notes = []
         for step in self.pipeline.steps:
-            late = getattr(getattr(step, "statistics", lambda: None)(), "late", 0)
+            stats = getattr(step, "statistics", lambda: None)()
+            late = getattr(stats, "late", 0)
             spec = getattr(step, "spec", type(step).__name__)
             if late and not getattr(step, "emit_late", False):
                 notes.append(
                     f"{spec}: {late:,} late events were left out (allow for them with"
                     " 'lateness 2s', or see them with 'late emit')"
+                )
+            expired = getattr(stats, "expired", 0)
+            if expired:
+                notes.append(
+                    f"{spec}: {expired:,} retractions came too late to correct results already"
+                    f" emitted (more than {format_duration(REORG_HORIZON)} of event time after"
+                    " them)"
                 )
         for name, decoder in sorted(self._decoders.items()):
             skipped = getattr(decoder, "skipped", None)

@@ -221,6 +221,18 @@ def test_a_retraction_beyond_the_horizon_is_counted_not_applied() -> None:
     assert pipeline.steps[-1].statistics().expired == 1  # type: ignore[attr-defined]
 
 
+def test_the_run_summary_reports_retractions_that_came_too_late() -> None:
+    from irisflow._run import Runner
+
+    pipeline = chain_pipeline("window 1m lateness 0 | agg count")
+    a = transfer(1, 1, 5)
+    run(pipeline, [[a, transfer(3, 61, 1)]], flush=False)
+    far = 60 + REORG_HORIZON // S
+    pipeline.process([transfer(5, far, 1), retract(a, far + 1)])
+    notes = Runner(pipeline)._notes()
+    assert any("1 retractions came too late" in note and "15m" in note for note in notes), notes
+
+
 def test_the_ledger_is_bounded_by_count_too() -> None:
     ledger: Ledger[list[Any]] = Ledger(lambda holder: holder, memory=2)
     holders = [[("swap", f"0x{n}", n)] for n in range(3)]
