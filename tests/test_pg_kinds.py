@@ -750,14 +750,14 @@ async def test_alerts_stay_the_outboxs_one_row_per_alert_and_chat(migrated_db: s
 # --------------------------------------------------------------------------- migrations
 
 
-@pytest.mark.parametrize("applied", [6, 11])
+@pytest.mark.parametrize("applied", [6, 11, 12])
 async def test_an_outdated_schema_is_a_usage_error(empty_db: str, applied: int) -> None:
     await trio.to_thread.run_sync(lambda: migrate(empty_db, to=applied))
     sink = PostgresSink(empty_db, **FAST)
     _, receive = trio.open_memory_channel[Sequence[Event]](0)
     with (
         trio.fail_after(DEADLINE),
-        pytest.raises(UsageError, match=r"lacks migrations up to 0012.*run `irisflow migrate`"),
+        pytest.raises(UsageError, match=r"lacks migrations up to 0013.*run `irisflow migrate`"),
     ):
         await sink.run(receive)
 

@@ -14,7 +14,7 @@ import trio
 from fix_db import fetch
 from test_retractions import CHAIN, retract, transfer
 
-from irisflow import Event, Pipeline, Window
+from irisflow import Event, Pipeline, Retraction, Window
 from irisflow._trackers import Rsi
 from irisflow.sinks.postgres import PostgresSink
 
@@ -96,3 +96,61 @@ async def test_a_revised_rsi_replaces_the_stored_value(migrated_db: str) -> None
     await run_sink(migrated_db, [revised])
     rows = [r for r in stored(migrated_db) if r[0] == "rsi"]
     assert rows == [("rsi", T0 + 180, None, None, "1", str(again.rsi))]
+
+
+def withdrawn_rows(dsn: str) -> list[tuple[Any, ...]]:
+    return fetch(
+        dsn,
+        "SELECT kind, \"values\"->>'left_tx_hash', \"values\"->>'right_tx_hash',"
+        " \"values\"->>'tx_hash', removed FROM irisflow.window_results ORDER BY kind",
+    )
+
+
+async def test_a_withdrawn_join_is_marked_removed_and_a_new_pairing_clears_it(
+    migrated_db: str,
+) -> None:
+    from test_retractions import swap
+
+    join = "join (kind == 'swap') within 10s"
+    # Left event t2 pairs with s1; a reorg takes s1 back; nothing is left to pair t2 with.
+    pipeline = Pipeline(kinds=CHAIN).pipe(join)
+    s1, t2 = swap(1, T0 + 1, 10), transfer(2, T0 + 2, 100)
+    await run_sink(migrated_db, [pipeline.process([s1, t2])])
+    assert withdrawn_rows(migrated_db) == [("join", t2.tx_hash, s1.tx_hash, None, False)]
+    sink = await run_sink(migrated_db, [pipeline.process([retract(s1, T0 + 3)])])
+    assert withdrawn_rows(migrated_db) == [("join", t2.tx_hash, s1.tx_hash, None, True)]
+    # The join passes no swaps on, so s1's own retraction names no stored row; the withdrawal
+    # does.
+    stats = sink.statistics()
+    assert (stats.marks, stats.marks_unmatched) == (2, 1)
+
+    # Another run: t4 pairs with s3, a reorg takes s3 back and t4 pairs again with s1'.
+    again = Pipeline(kinds=CHAIN).pipe(join)
+    s1b, s3, t4 = swap(11, T0 + 10, 10), swap(3, T0 + 12, 20), transfer(4, T0 + 13, 100)
+    await run_sink(migrated_db, [again.process([s1b, s3, t4])])
+    out = again.process([retract(s3, T0 + 14)])
+    assert [e.kind for e in out] == ["retraction", "retraction", "join"]
+    await run_sink(migrated_db, [out])
+    rows = withdrawn_rows(migrated_db)
+    assert ("join", t4.tx_hash, s1b.tx_hash, None, False) in rows  # paired again: not removed
+    assert ("join", t2.tx_hash, s1.tx_hash, None, True) in rows
+
+
+async def test_a_withdrawn_spike_is_marked_removed(migrated_db: str) -> None:
+    pipeline = Pipeline(kinds=CHAIN).pipe("spike 50% in 10s on amount")
+    p0, p1 = transfer(1, T0, 100), transfer(2, T0 + 11, 200)
+    spikes = pipeline.process([p0, p1])
+    assert [e.kind for e in spikes] == ["spike"]
+    await run_sink(migrated_db, [spikes])
+    assert withdrawn_rows(migrated_db) == [("spike", None, None, p1.tx_hash, False)]
+    await run_sink(migrated_db, [pipeline.process([retract(p1, T0 + 12)])])
+    assert withdrawn_rows(migrated_db) == [("spike", None, None, p1.tx_hash, True)]
+    # A second withdrawal of the same spike changes nothing; one of a spike never stored
+    # names no row.
+    again = retract(p1, T0 + 13)
+    withdrawal = Retraction(p1.venue, p1.symbol, again.ts, again.ts, "spike", p1.tx_hash, 2)
+    other = Retraction(p1.venue, p1.symbol, again.ts, again.ts, "spike", p0.tx_hash, 1)
+    sink = await run_sink(migrated_db, [[withdrawal, other]])
+    assert withdrawn_rows(migrated_db) == [("spike", None, None, p1.tx_hash, True)]
+    stats = sink.statistics()
+    assert (stats.marks, stats.marks_unmatched) == (2, 1)

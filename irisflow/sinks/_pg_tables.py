@@ -372,7 +372,7 @@ def result_row(e: Any) -> tuple[Any, ...]:
     values = Jsonb(encoded, orjson.dumps)
     return (
         e.kind, e.venue, e.symbol, e.key, spec, pg_time(start), pg_time(end),
-        pg_time(e.ts), pg_time(e.recv_ts), count, values, incomplete,
+        pg_time(e.ts), pg_time(e.recv_ts), count, values, incomplete, False,
     )  # fmt: skip
 
 
@@ -485,17 +485,18 @@ RESULTS = _table(
     "window_results",
     result_row,
     "kind venue symbol key spec window_start:ts window_end:ts ts:ts recv_ts:ts count:int8"
-    ' "values":jsonb incomplete:bool',
+    ' "values":jsonb incomplete:bool removed:bool',
     upsert_key=("kind", "venue", "symbol", "key", "spec", "window_start", "window_end"),
     # Within a chunk: a complete result beats an incomplete one, then the highest revision (a
     # correction after a reorg, in "values"), then the latest.
     order="incomplete, coalesce((\"values\"->>'revision')::int8, 0) DESC, recv_ts DESC",
     # Against the table: complete is final (only a complete recomputation replaces it), and an
-    # unchanged result is not rewritten (so a replay counts it as a duplicate).
+    # unchanged result is not rewritten (so a replay counts it as a duplicate) unless a reorg
+    # had withdrawn it (a join paired again comes back).
     upsert_where="(NOT excluded.incomplete OR irisflow.window_results.incomplete)"
-    ' AND (excluded."values", excluded.count, excluded.incomplete) IS DISTINCT FROM'
+    ' AND ((excluded."values", excluded.count, excluded.incomplete) IS DISTINCT FROM'
     ' (irisflow.window_results."values", irisflow.window_results.count,'
-    " irisflow.window_results.incomplete)",
+    " irisflow.window_results.incomplete) OR irisflow.window_results.removed)",
 )
 
 TABLES: dict[type[Event], Table] = {
@@ -664,6 +665,32 @@ _MARK_TARGETS = {
 """Per target kind: its table, and how a stored row ``t`` matches a mark ``m``."""
 
 
+_WITHDRAWN = {"join": "left_", "spike": ""}
+"""Results a reorg withdraws (retraction targets), and the prefix of the ``values`` keys that
+name the on-chain event they were made of: a pair's left event, the event a spike fired on."""
+
+
+def _withdraw_sql(target: str) -> bytes:
+    prefix = _WITHDRAWN[target]
+    match = (
+        f"t.kind = '{target}' AND t.venue = m.venue AND t.symbol = m.symbol"
+        f" AND t.\"values\"->>'{prefix}tx_hash' = m.tx_hash"
+        f" AND (t.\"values\"->>'{prefix}log_index')::int4 IS NOT DISTINCT FROM m.log_index"
+    )
+    return f"""
+WITH m AS (
+    SELECT * FROM unnest(%(venue)s::text[], %(symbol)s::text[], %(tx_hash)s::text[],
+        %(log_index)s::int4[]) WITH ORDINALITY AS m(venue, symbol, tx_hash, log_index, i)
+), hit AS (
+    SELECT DISTINCT m.i FROM m JOIN irisflow.window_results t ON {match}
+), changed AS (
+    UPDATE irisflow.window_results t SET removed = true FROM m WHERE {match} AND NOT t.removed
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM hit), (SELECT count(*) FROM changed)
+""".encode()
+
+
 def _mark_sql(table: str, match: str, column: str) -> bytes:
     # hit: marks that name at least one stored row; changed: rows not marked before (an
     # unchanged row is not rewritten, so replays cost no writes).
@@ -687,6 +714,9 @@ SELECT (SELECT count(*) FROM hit), (SELECT count(*) FROM changed)
 def apply_marks(conn: psycopg.Connection[Any], marks: Sequence[Any], chain: str) -> int:
     """Apply retractions (``removed = true``) and confirmations (``confirmed = true``).
 
+    A retraction of a join pair or a spike (a pipeline withdrew it) marks its row in
+    ``window_results``.
+
     The caller keeps stream order: every row that came before these marks is written, none
     that came after. Marks commute with each other (each sets one flag), so they go as one
     statement per target table and flag.
@@ -701,6 +731,16 @@ def apply_marks(conn: psycopg.Connection[Any], marks: Sequence[Any], chain: str)
         groups.setdefault((mark.target, column), []).append(mark)
     matched = 0
     for (target, column), group in groups.items():
+        if target in _WITHDRAWN and column == "removed":
+            withdrawn = {
+                "venue": [m.venue for m in group],
+                "symbol": [m.symbol for m in group],
+                "tx_hash": [m.tx_hash for m in group],
+                "log_index": [m.log_index for m in group],
+            }
+            row = conn.execute(_withdraw_sql(target), withdrawn).fetchone()
+            matched += int(row[0]) if row else 0
+            continue
         found = _MARK_TARGETS.get(target)
         if found is None:
             continue

@@ -590,9 +590,11 @@ class PostgresSink:
     def _prepare(self, conn: psycopg.Connection[Any]) -> None:
         """Check the schema and create the staging tables."""
         try:
-            # nft_transfers comes with the newest migration the sink needs (0012).
+            # window_results.removed comes with the newest migration the sink needs (0013).
             row = conn.execute(
-                "SELECT to_regclass('irisflow.trades'), to_regclass('irisflow.nft_transfers')"
+                "SELECT to_regclass('irisflow.trades'), (SELECT 1 FROM pg_attribute"
+                " WHERE attrelid = to_regclass('irisflow.window_results')"
+                " AND attname = 'removed' AND NOT attisdropped)"
             ).fetchone()
             if row is None or row[0] is None:
                 raise UsageError(
@@ -602,7 +604,7 @@ class PostgresSink:
             if row[1] is None:
                 raise UsageError(
                     f"the irisflow schema in {redact_dsn(self._dsn)} is older than this "
-                    "irisflow (it lacks migrations up to 0012_more_chain_kinds): "
+                    "irisflow (it lacks migrations up to 0013_withdrawn_results): "
                     "run `irisflow migrate`"
                 )
             with conn.transaction():
