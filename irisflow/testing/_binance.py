@@ -15,123 +15,54 @@ at what clients did::
         await fake.drop_all()
         nursery.cancel_scope.cancel()
 
-It runs on trio-websocket, but accepts TCP itself (``trio.serve_listeners``) and hands each
-stream to ``trio_websocket.wrap_server_stream`` through a thin wrapper, rather than using
-``serve_websocket``, because it needs the raw stream: to see client pings and pongs (which
-count toward the rate limit but never surface through trio-websocket's API), to cut a TCP
-connection without a close frame, and to send several frames in one TCP write.
+It is a :class:`~irisflow.testing._wsfake.FakeVenueServer`: the base class owns the socket,
+the connections and the faults, and taps the raw stream under each websocket, so this fake
+sees client pings and pongs (which count toward the rate limit but never surface through
+trio-websocket's API) and sends several frames in one TCP write (:meth:`publish_many`).
 
 All timing uses Trio's clock, so ``autojump_clock`` and ``MockClock`` drive it.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import Iterable
+from typing import cast
 
 import attrs
 import orjson
 import trio
 import trio_websocket
-from trio_websocket import WebSocketConnection, WebSocketRequest
 
-from .._errors import UsageError
 from ._binance_frames import server_shutdown
 from ._binance_protocol import (
     Accepted,
-    FrameScanner,
     RateLimiter,
+    Rejected,
     Subscriptions,
     handle_control,
     parse_target,
 )
+from ._wsfake import FakeConnection, FakeVenueServer
 
 __all__ = ["FakeBinance"]
-
-_HANDSHAKE_TIMEOUT = 10.0
-"""Seconds a client gets to send its HTTP upgrade request."""
 
 _SHUTDOWN_STREAM = "!serverShutdown"
 
 
-class _TapStream(trio.abc.Stream):
-    """The TCP stream under one websocket, watched by the fake.
-
-    Reads feed a :class:`FrameScanner` that reports each client frame to ``on_frame``.
-    Writes can be corked, so that several websocket frames leave in one TCP write.
-    """
-
-    def __init__(self, transport: trio.SocketStream) -> None:
-        self.transport = transport
-        self._on_frame: Callable[[int, bytes], None] | None = None
-        self._early: list[tuple[int, bytes]] = []
-        self._scanner = FrameScanner()
-        self._send_lock = trio.StrictFIFOLock()
-        self._cork: bytearray | None = None
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        if self._cork is not None:
-            self._cork += data
-            await trio.lowlevel.checkpoint()
-            return
-        async with self._send_lock:
-            await self.transport.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.transport.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        data = await self.transport.receive_some(max_bytes)
-        for opcode, payload in self._scanner.feed(data):
-            if self._on_frame is None:
-                self._early.append((opcode, payload))
-            else:
-                self._on_frame(opcode, payload)
-        return data
-
-    def watch(self, on_frame: Callable[[int, bytes], None]) -> None:
-        """Call ``on_frame(opcode, payload)`` for each client frame, including earlier ones."""
-        self._on_frame = on_frame
-        early, self._early = self._early, []
-        for opcode, payload in early:
-            on_frame(opcode, payload)
-
-    async def aclose(self) -> None:
-        await self.transport.aclose()
-
-    @asynccontextmanager
-    async def corked(self) -> AsyncIterator[None]:
-        """Hold every write made inside the block, then send them as one TCP write."""
-        self._cork = bytearray()
-        try:
-            yield
-        finally:
-            data, self._cork = bytes(self._cork), None
-            if data:
-                async with self._send_lock:
-                    await self.transport.send_all(data)
-
-
 @attrs.define(eq=False)
-class _Connection:
-    """One accepted client connection."""
+class _Session:
+    """What the fake keeps for one connection, in its ``state["binance"]``."""
 
-    ws: WebSocketConnection
-    tap: _TapStream
-    state: Subscriptions
+    subs: Subscriptions
     limiter: RateLimiter
     over_limit: trio.Event = attrs.field(factory=trio.Event)
     """Set once the client went over the message rate limit."""
-    closing: bool = False
-    """True once the fake started closing it (then ``closed`` will be set)."""
-    closed: trio.Event = attrs.field(factory=trio.Event)
-    """Set when a close the fake started has finished."""
-    done: trio.Event = attrs.field(factory=trio.Event)
-    """Set when the connection is gone and forgotten."""
+
+
+def _session(conn: FakeConnection) -> _Session:
+    return cast(_Session, conn.state["binance"])
 
 
 def _encode(payload: object) -> str:
@@ -142,25 +73,13 @@ def _encode(payload: object) -> str:
     return orjson.dumps(payload).decode()
 
 
-def _check_close(code: int, reason: str) -> None:
-    # RFC 6455 section 7.4: 1004-1006 and 1015 never go on the wire; below 1000 is unused.
-    sendable = code in range(1000, 1004) or code in range(1007, 1015) or code in range(3000, 5000)
-    if not sendable:
-        raise UsageError(
-            f"close code {code} cannot be sent in a close frame: use 1000-1003, 1007-1014 or"
-            " 3000-4999 (drop_all() gives clients a 1006)"
-        )
-    if len(reason.encode()) > 123:
-        raise UsageError(f"close reason is {len(reason.encode())} bytes; at most 123 fit")
-
-
 def _wrap(stream: str, text: str) -> str:
     # Wrapping the text, not the object, keeps a raw payload exactly as given.
     return '{"stream":' + orjson.dumps(stream).decode() + ',"data":' + text + "}"
 
 
 @attrs.define(eq=False)
-class FakeBinance:
+class FakeBinance(FakeVenueServer):
     """A fake Binance Spot market-stream server for tests.
 
     Start it with ``url = await nursery.start(fake.serve)``; clients connect to
@@ -183,6 +102,7 @@ class FakeBinance:
       and no pings are sent. trio-websocket still answers client pings. The faults
       (:meth:`drop_all`, :meth:`close_all`, :meth:`send_server_shutdown`) act regardless.
     - After ``serverShutdown`` the connection is closed with code 1001.
+    - :meth:`send_raw` sends a ``str`` as a text frame and ``bytes`` as a binary frame.
 
     Attributes:
         ping_interval: Seconds between the server's ping frames (Binance: 20).
@@ -200,198 +120,82 @@ class FakeBinance:
         dropped_frames: Frames not sent because the server was stalled.
     """
 
+    name = "FakeBinance"
+    bytes_as_text = False
+
     ping_interval: float = 20.0
     pong_timeout: float = 60.0
     max_messages_per_second: int = 5
     max_streams: int = 1024
+    # Declared again (the base has it too) so that it stays the last positional parameter.
     close_timeout: float = 5.0
-    requests: list[Any] = attrs.field(factory=list, init=False)
-    handshakes: list[str] = attrs.field(factory=list, init=False)
     pongs: list[bytes] = attrs.field(factory=list, init=False)
-    connections_total: int = attrs.field(default=0, init=False)
     rate_limit_closes: int = attrs.field(default=0, init=False)
     pong_timeouts: int = attrs.field(default=0, init=False)
-    dropped_frames: int = attrs.field(default=0, init=False)
-    _url: str | None = attrs.field(default=None, init=False)
-    _serving: bool = attrs.field(default=False, init=False)
-    _stalled: bool = attrs.field(default=False, init=False)
-    _rejections: collections.deque[int] = attrs.field(factory=collections.deque, init=False)
-    _conns: dict[_Connection, None] = attrs.field(factory=dict, init=False, repr=False)
-    _changed: trio.Event = attrs.field(factory=trio.Event, init=False, repr=False)
 
-    # Serving.
+    # The protocol, as FakeVenueServer hooks.
 
-    @property
-    def url(self) -> str:
-        """The base URL, e.g. ``ws://127.0.0.1:40123``; append ``/ws`` or ``/stream``.
+    def check_path(self, path: str) -> tuple[int, str] | None:
+        """Refuse unknown paths (404) and bad stream names or parameters in the URL (400)."""
+        target = parse_target(path, max_streams=self.max_streams)
+        return (target.status, target.body) if isinstance(target, Rejected) else None
 
-        Raises:
-            UsageError: the server has not been started.
-        """
-        if self._url is None:
-            raise UsageError(
-                "FakeBinance.url is not known yet: start the server first with"
-                " `url = await nursery.start(fake.serve)`"
-            )
-        return self._url
-
-    async def serve(
-        self,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Listen on ``host``:``port`` (0 picks a free port) and serve until cancelled.
-
-        Reports the base URL through ``task_status`` once it is listening.
-
-        Raises:
-            UsageError: this instance is already serving.
-        """
-        if self._serving:
-            raise UsageError(
-                f"this FakeBinance is already serving at {self._url}; create another one"
-            )
-        self._serving = True
-        try:
-            listeners = await trio.open_tcp_listeners(port, host=host)
-            address, bound = listeners[0].socket.getsockname()[:2]
-            shown = f"[{address}]" if ":" in address else address
-            self._url = f"ws://{shown}:{bound}"
-            async with trio.open_nursery() as nursery:
-                await nursery.start(trio.serve_listeners, self._handle_tcp, listeners)
-                task_status.started(self._url)
-        finally:
-            self._serving = False
-
-    async def _handle_tcp(self, stream: trio.SocketStream) -> None:
-        tap = _TapStream(stream)
-        try:
-            async with trio.open_nursery() as nursery:
-                request: WebSocketRequest | None = None
-                with trio.move_on_after(_HANDSHAKE_TIMEOUT):
-                    request = await trio_websocket.wrap_server_stream(nursery, tap)
-                if request is not None:
-                    await self._handle_request(request, tap)
-                nursery.cancel_scope.cancel()
-        finally:
-            with trio.CancelScope(shield=True):
-                await tap.aclose()
-
-    async def _handle_request(self, request: WebSocketRequest, tap: _TapStream) -> None:
-        self.handshakes.append(request.path)
-        target = parse_target(request.path, max_streams=self.max_streams)
-        try:
-            if self._rejections:
-                status = self._rejections.popleft()
-                body = f"rejected by FakeBinance.reject_connections (HTTP {status})"
-                await request.reject(status, body=body.encode())
-                return
-            if not isinstance(target, Accepted):
-                await request.reject(target.status, body=target.body.encode())
-                return
-            ws = await request.accept()
-        except trio_websocket.ConnectionClosed:  # the client left mid-handshake
-            return
-        conn = _Connection(
-            ws=ws,
-            tap=tap,
-            state=Subscriptions(
-                combined=target.combined,
-                streams=dict.fromkeys(target.streams),
-                max_streams=self.max_streams,
-            ),
-            limiter=RateLimiter(self.max_messages_per_second),
+    def init_connection(self, conn: FakeConnection) -> None:
+        """Start with the streams and framing the URL asks for."""
+        target = parse_target(conn.path, max_streams=self.max_streams)
+        assert isinstance(target, Accepted)  # check_path let it in
+        subs = Subscriptions(
+            combined=target.combined,
+            streams=dict.fromkeys(target.streams),
+            max_streams=self.max_streams,
         )
-        tap.watch(lambda opcode, payload: self._on_frame(conn, opcode, payload))
-        self._conns[conn] = None
-        self.connections_total += 1
-        self._notify()
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._keepalive, conn, nursery)
-                nursery.start_soon(self._enforce_rate_limit, conn)
-                await self._read_requests(conn)
-                if conn.closing:  # let a close the fake started finish its handshake
-                    await conn.closed.wait()
-                nursery.cancel_scope.cancel()
-        finally:
-            del self._conns[conn]
-            self._notify()
-            conn.done.set()
+        conn.state["binance"] = _Session(subs, RateLimiter(self.max_messages_per_second))
 
-    def _on_frame(self, conn: _Connection, opcode: int, payload: bytes) -> None:
-        if opcode == 8:  # close frames do not count
+    def on_frame(self, conn: FakeConnection, opcode: int, payload: bytes) -> None:
+        """Record pongs; count every frame but close frames toward the rate limit."""
+        if opcode == 8:
             return
         if opcode == 10:
             self.pongs.append(payload)
-        if conn.limiter.hit(trio.current_time()):
-            conn.over_limit.set()
+        session = _session(conn)
+        if session.limiter.hit(trio.current_time()):
+            session.over_limit.set()
 
-    async def _read_requests(self, conn: _Connection) -> None:
-        while True:
-            try:
-                message = await conn.ws.get_message()
-            except trio_websocket.ConnectionClosed:
-                return
-            if conn.over_limit.is_set():
-                continue
-            outcome = handle_control(conn.state, message)
-            if outcome.parsed:
-                self.requests.append(outcome.request)
-            if outcome.changed:
-                self._notify()
-            await self._send(conn, orjson.dumps(outcome.reply).decode())
+    async def on_receive(self, conn: FakeConnection, message: str | bytes) -> None:
+        """Answer one control message, unless the client is over the rate limit."""
+        session = _session(conn)
+        if session.over_limit.is_set():
+            await trio.lowlevel.checkpoint()
+            return
+        outcome = handle_control(session.subs, message)
+        if outcome.parsed:
+            self.requests.append(outcome.request)
+        if outcome.changed:
+            self.notify()
+        await self.send(conn, orjson.dumps(outcome.reply).decode())
 
-    async def _keepalive(self, conn: _Connection, nursery: trio.Nursery) -> None:
+    async def background(self, conn: FakeConnection) -> None:
+        """Ping every ``ping_interval`` (not while stalled); enforce the rate limit."""
+        conn.nursery.start_soon(self._enforce_rate_limit, conn)
         count = 0
         while True:
             await trio.sleep(self.ping_interval)
-            if not self._stalled:
+            if not self.stalled:
                 count += 1
-                nursery.start_soon(self._ping, conn, str(count).encode())
+                conn.nursery.start_soon(self._ping, conn, str(count).encode())
 
-    async def _ping(self, conn: _Connection, payload: bytes) -> None:
+    async def _ping(self, conn: FakeConnection, payload: bytes) -> None:
         with trio.move_on_after(self.pong_timeout):
             with contextlib.suppress(trio_websocket.ConnectionClosed):
                 await conn.ws.ping(payload)
             return
         self.pong_timeouts += 1
-        await conn.tap.aclose()
+        await conn.stream.aclose()
 
-    async def _enforce_rate_limit(self, conn: _Connection) -> None:
-        await conn.over_limit.wait()
+    async def _enforce_rate_limit(self, conn: FakeConnection) -> None:
+        await _session(conn).over_limit.wait()
         self.rate_limit_closes += 1
-        await self._close(conn, 1008, "too many messages")
-
-    async def _close(self, conn: _Connection, code: int, reason: str) -> None:
-        if conn.closing:
-            await conn.closed.wait()
-            return
-        conn.closing = True
-        try:
-            with trio.move_on_after(self.close_timeout):
-                await conn.ws.aclose(code, reason)
-        finally:
-            conn.closed.set()
-            with trio.CancelScope(shield=True):  # cut TCP if the client never answered
-                await conn.tap.aclose()
-
-    async def _send(self, conn: _Connection, message: str | bytes, *, force: bool = False) -> bool:
-        if self._stalled and not force:
-            self.dropped_frames += 1
-            await trio.lowlevel.checkpoint()
-            return False
-        try:
-            await conn.ws.send_message(message)
-        except trio_websocket.ConnectionClosed:
-            return False
-        return True
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        await self.close(conn, 1008, "too many messages")
 
     # Publishing.
 
@@ -408,11 +212,11 @@ class FakeBinance:
             How many connections it was sent to (0 while stalled).
         """
         text = _encode(payload)
-        targets = [conn for conn in self._conns if stream in conn.state.streams]
+        targets = [conn for conn in self.connections if stream in _session(conn).subs.streams]
         sent = 0
         for conn in targets:
-            message = _wrap(stream, text) if conn.state.combined else text
-            sent += await self._send(conn, message)
+            message = _wrap(stream, text) if _session(conn).subs.combined else text
+            sent += await self.send(conn, message)
         if not targets:
             await trio.lowlevel.checkpoint()
         return sent
@@ -428,72 +232,19 @@ class FakeBinance:
         """
         encoded = [(stream, _encode(payload)) for stream, payload in events]
         sent = 0
-        for conn in list(self._conns):
+        for conn in self.connections:
+            subs = _session(conn).subs
             messages = [
-                _wrap(stream, text) if conn.state.combined else text
+                _wrap(stream, text) if subs.combined else text
                 for stream, text in encoded
-                if stream in conn.state.streams
+                if stream in subs.streams
             ]
-            if not messages:
-                continue
-            if self._stalled:
-                self.dropped_frames += len(messages)
-                continue
-            delivered = 0
-            try:
-                async with conn.tap.corked():
-                    for message in messages:
-                        delivered += await self._send(conn, message)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                delivered = 0
-            sent += delivered
-        await trio.lowlevel.checkpoint()
-        return sent
-
-    async def send_raw(self, message: str | bytes) -> int:
-        """Send ``message`` to every connection, whatever it subscribed to, unwrapped.
-
-        A ``str`` goes as a text frame, ``bytes`` as a binary frame. For malformed or unknown
-        frames.
-
-        Returns:
-            How many connections it was sent to (0 while stalled).
-        """
-        sent = 0
-        for conn in list(self._conns):
-            sent += await self._send(conn, message)
+            if messages:
+                sent += await self.send_many(conn, messages)
         await trio.lowlevel.checkpoint()
         return sent
 
     # Faults.
-
-    async def drop_all(self) -> int:
-        """Cut every connection's TCP stream without a close frame (clients see 1006).
-
-        Returns once the connections are gone; how many there were.
-        """
-        conns = list(self._conns)
-        for conn in conns:
-            await conn.tap.aclose()
-        for conn in conns:
-            await conn.done.wait()
-        await trio.lowlevel.checkpoint()
-        return len(conns)
-
-    async def close_all(self, code: int = 1000, reason: str = "") -> int:
-        """Close every connection with a close frame carrying ``code`` and ``reason``.
-
-        Returns once the connections are gone; how many there were.
-
-        Raises:
-            UsageError: ``code`` may not be sent in a close frame, or ``reason`` is too long.
-        """
-        _check_close(code, reason)
-        conns = list(self._conns)
-        async with trio.open_nursery() as nursery:
-            for conn in conns:
-                nursery.start_soon(self._close_and_forget, conn, code, reason)
-        return len(conns)
 
     async def send_server_shutdown(
         self, *, time_ms: int | None = None, code: int = 1001, reason: str = "server shutdown"
@@ -514,80 +265,25 @@ class FakeBinance:
         Raises:
             UsageError: ``code`` may not be sent in a close frame, or ``reason`` is too long.
         """
-        _check_close(code, reason)
         text = orjson.dumps(
             server_shutdown(time.time_ns() // 1_000_000 if time_ms is None else time_ms)
         ).decode()
-        conns = list(self._conns)
 
-        async def tell(conn: _Connection) -> None:
-            message = _wrap(_SHUTDOWN_STREAM, text) if conn.state.combined else text
-            await self._send(conn, message, force=True)
-            await self._close_and_forget(conn, code, reason)
+        def notice(conn: FakeConnection) -> str:
+            return _wrap(_SHUTDOWN_STREAM, text) if _session(conn).subs.combined else text
 
-        async with trio.open_nursery() as nursery:
-            for conn in conns:
-                nursery.start_soon(tell, conn)
-        return len(conns)
-
-    async def _close_and_forget(self, conn: _Connection, code: int, reason: str) -> None:
-        await self._close(conn, code, reason)
-        await conn.done.wait()
-
-    def stall(self) -> None:
-        """Stop sending: frames and replies are dropped and no pings go out until unstalled."""
-        self._stalled = True
-
-    def unstall(self) -> None:
-        """Resume sending after :meth:`stall`. Dropped frames stay dropped."""
-        self._stalled = False
-
-    @property
-    def stalled(self) -> bool:
-        """Whether the server is stalled."""
-        return self._stalled
-
-    def reject_connections(self, n: int, status: int = 503) -> None:
-        """Refuse the next ``n`` websocket handshakes with HTTP ``status``.
-
-        Raises:
-            UsageError: ``n`` is negative or ``status`` is not an HTTP error status.
-        """
-        if n < 0:
-            raise UsageError(f"reject_connections needs n >= 0 (got {n})")
-        if not 300 <= status <= 599:
-            raise UsageError(f"reject_connections needs a status in 300..599 (got {status})")
-        self._rejections.extend([status] * n)
+        return await self.close_all(code, reason, farewell=notice)
 
     # Observing.
 
-    @property
-    def connection_count(self) -> int:
-        """How many connections are open now."""
-        return len(self._conns)
-
     def subscriptions(self) -> set[str]:
         """Every stream some open connection is subscribed to."""
-        return {stream for conn in self._conns for stream in conn.state.streams}
+        return {stream for conn in self.connections for stream in _session(conn).subs.streams}
 
     def subscribers(self, stream: str) -> int:
         """How many open connections are subscribed to ``stream``."""
-        return sum(stream in conn.state.streams for conn in self._conns)
+        return sum(stream in _session(conn).subs.streams for conn in self.connections)
 
     async def wait_subscribed(self, stream: str, connections: int = 1) -> None:
         """Wait until at least ``connections`` open connections are subscribed to ``stream``."""
-        await trio.lowlevel.checkpoint()
-        while self.subscribers(stream) < connections:
-            await self._changed.wait()
-
-    async def wait_connections(self, n: int) -> None:
-        """Wait until at least ``n`` connections are open."""
-        await trio.lowlevel.checkpoint()
-        while self.connection_count < n:
-            await self._changed.wait()
-
-    async def wait_idle(self) -> None:
-        """Wait until no connection is open (the fake has finished with every one)."""
-        await trio.lowlevel.checkpoint()
-        while self._conns:
-            await self._changed.wait()
+        await self.wait_until(lambda: self.subscribers(stream) >= connections)

@@ -1,10 +1,14 @@
 """The sans-IO core of the fake Binance Spot server: stream names, URLs, control messages.
 
 Nothing here does I/O or knows about Trio: :class:`~irisflow.testing.FakeBinance` feeds it
-request paths, message texts, raw socket bytes and clock readings, and sends what it returns.
-The rules follow ``venues.md`` section 1 (Binance Spot websocket market streams). Where
-Binance documents no wire text (a bad stream name, too many streams), the replies below are
-this fake's own choice, in the style of the documented ones.
+request paths, message texts and clock readings, and sends what it returns. The rules follow
+``venues.md`` section 1 (Binance Spot websocket market streams). Where Binance documents no
+wire text (a bad stream name, too many streams), the replies below are this fake's own choice,
+in the style of the documented ones.
+
+:class:`~irisflow.testing._wsfake.FrameScanner`, which finds the websocket frames in what a
+client sends, now lives with the base class every fake venue shares; it is re-exported here
+for existing imports.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from urllib.parse import unquote, urlsplit
 
 import attrs
 import orjson
+
+from ._wsfake import FrameScanner as FrameScanner
 
 __all__ = [
     "KLINE_INTERVALS",
@@ -322,82 +328,3 @@ class RateLimiter:
             times.popleft()
         times.append(now)
         return len(times) > self.limit
-
-
-class FrameScanner:
-    """Finds the websocket frames in the bytes a client sends, without decoding messages.
-
-    Feed it everything read from the socket, HTTP handshake included. It reports the first
-    frame of each message (opcodes 1 and 2) and every control frame (8 close, 9 ping,
-    10 pong), the latter with its unmasked payload. trio-websocket answers pings and
-    swallows pongs itself; this is how the fake still sees and counts them.
-    """
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self._in_handshake = True
-        self._skip = 0
-        self._broken = False
-
-    def feed(self, data: bytes | bytearray) -> list[tuple[int, bytes]]:
-        """Add received bytes; returns ``(opcode, payload)`` for each frame they complete.
-
-        Data frames are reported as soon as their header is complete, with an empty payload.
-        """
-        frames: list[tuple[int, bytes]] = []
-        if self._broken:
-            return frames
-        buf = self._buf
-        buf += data
-        if self._in_handshake:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                return frames
-            del buf[: end + 4]
-            self._in_handshake = False
-        while True:
-            if self._skip:
-                n = min(self._skip, len(buf))
-                del buf[:n]
-                self._skip -= n
-                if self._skip:
-                    return frames
-            header = self._header(buf)
-            if header is None:
-                return frames
-            opcode, start, length, mask = header
-            if opcode >= 8:
-                if len(buf) < start + length:
-                    return frames
-                payload = bytes(b ^ mask[i % 4] for i, b in enumerate(buf[start : start + length]))
-                del buf[: start + length]
-                frames.append((opcode, payload))
-            else:
-                del buf[:start]
-                self._skip = length
-                if opcode in (1, 2):
-                    frames.append((opcode, b""))
-                elif opcode != 0:  # reserved opcode: the peer is confused; stop scanning
-                    self._broken = True
-                    return frames
-
-    @staticmethod
-    def _header(buf: bytearray) -> tuple[int, int, int, bytes] | None:
-        """Parse a frame header: (opcode, payload start, payload length, mask key)."""
-        if len(buf) < 2:
-            return None
-        opcode, masked, length, pos = buf[0] & 0x0F, buf[1] & 0x80, buf[1] & 0x7F, 2
-        if length == 126:
-            if len(buf) < 4:
-                return None
-            length, pos = int.from_bytes(buf[2:4], "big"), 4
-        elif length == 127:
-            if len(buf) < 10:
-                return None
-            length, pos = int.from_bytes(buf[2:10], "big"), 10
-        mask = b"\x00\x00\x00\x00"
-        if masked:
-            if len(buf) < pos + 4:
-                return None
-            mask, pos = bytes(buf[pos : pos + 4]), pos + 4
-        return opcode, pos, length, mask

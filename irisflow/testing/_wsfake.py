@@ -2,17 +2,28 @@
 
 A venue fake subclasses :class:`FakeVenueServer` and implements :meth:`~FakeVenueServer.on_open`
 (the greeting), :meth:`~FakeVenueServer.on_message` (the control protocol) and, if the venue
-pushes something periodically, :meth:`~FakeVenueServer.background`. The base class owns the
-listening socket, the connections, the faults (drop, close with a code, stall, HTTP rejections)
-and the observation helpers tests wait on. Like ``FakeBinance`` it accepts TCP itself and hands
-each stream to ``trio_websocket.wrap_server_stream``, so that :meth:`drop_all` can cut a
-connection without a close frame. All timing uses Trio's clock, so ``autojump_clock`` drives it.
+pushes something periodically, :meth:`~FakeVenueServer.background`. A fake that needs more
+overrides :meth:`~FakeVenueServer.check_path` (refuse handshakes, with any HTTP status),
+:meth:`~FakeVenueServer.init_connection` (per-connection state, before anything else happens),
+:meth:`~FakeVenueServer.on_frame` (every frame the client sends, pings and pongs included) or
+:meth:`~FakeVenueServer.on_receive` (whole messages, before any JSON parsing). The base class
+owns the listening socket, the connections, the faults (drop, close with a code, stall, HTTP
+rejections) and the observation helpers tests wait on.
+
+It runs on trio-websocket, but accepts TCP itself (``trio.serve_listeners``) and hands each
+stream to ``trio_websocket.wrap_server_stream`` through a thin wrapper, rather than using
+``serve_websocket``, because it needs the raw stream: to see client pings and pongs (which
+trio-websocket answers or swallows itself), to cut a TCP connection without a close frame
+(:meth:`~FakeVenueServer.drop_all`), and to send several frames in one TCP write
+(:meth:`~FakeVenueServer.send_many`). All timing uses Trio's clock, so ``autojump_clock``
+drives it.
 """
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
 import attrs
@@ -23,9 +34,165 @@ from trio_websocket import WebSocketConnection, WebSocketRequest
 
 from .._errors import UsageError
 
-__all__ = ["FakeConnection", "FakeVenueServer"]
+__all__ = ["FakeConnection", "FakeVenueServer", "FrameScanner", "check_close"]
 
 _HANDSHAKE_TIMEOUT = 10.0
+"""Seconds a client gets to send its HTTP upgrade request."""
+
+
+def check_close(code: int, reason: str) -> None:
+    """Refuse a close code or reason that cannot go in a close frame.
+
+    Raises:
+        UsageError: ``code`` is not sendable (RFC 6455 section 7.4), or ``reason`` is over
+            123 bytes.
+    """
+    # 1004-1006 and 1015 never go on the wire; below 1000 is unused.
+    sendable = code in range(1000, 1004) or code in range(1007, 1015) or code in range(3000, 5000)
+    if not sendable:
+        raise UsageError(
+            f"close code {code} cannot be sent in a close frame: use 1000-1003, 1007-1014 or"
+            " 3000-4999 (drop_all() gives clients a 1006)"
+        )
+    if len(reason.encode()) > 123:
+        raise UsageError(f"close reason is {len(reason.encode())} bytes; at most 123 fit")
+
+
+class FrameScanner:
+    """Finds the websocket frames in the bytes a client sends, without decoding messages.
+
+    Feed it everything read from the socket, HTTP handshake included. It reports the first
+    frame of each message (opcodes 1 and 2) and every control frame (8 close, 9 ping,
+    10 pong), the latter with its unmasked payload. trio-websocket answers pings and
+    swallows pongs itself; this is how a fake still sees them. Sans-IO: it only parses bytes.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._in_handshake = True
+        self._skip = 0
+        self._broken = False
+
+    def feed(self, data: bytes | bytearray) -> list[tuple[int, bytes]]:
+        """Add received bytes; returns ``(opcode, payload)`` for each frame they complete.
+
+        Data frames are reported as soon as their header is complete, with an empty payload.
+        """
+        frames: list[tuple[int, bytes]] = []
+        if self._broken:
+            return frames
+        buf = self._buf
+        buf += data
+        if self._in_handshake:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return frames
+            del buf[: end + 4]
+            self._in_handshake = False
+        while True:
+            if self._skip:
+                n = min(self._skip, len(buf))
+                del buf[:n]
+                self._skip -= n
+                if self._skip:
+                    return frames
+            header = self._header(buf)
+            if header is None:
+                return frames
+            opcode, start, length, mask = header
+            if opcode >= 8:
+                if len(buf) < start + length:
+                    return frames
+                payload = bytes(b ^ mask[i % 4] for i, b in enumerate(buf[start : start + length]))
+                del buf[: start + length]
+                frames.append((opcode, payload))
+            else:
+                del buf[:start]
+                self._skip = length
+                if opcode in (1, 2):
+                    frames.append((opcode, b""))
+                elif opcode != 0:  # reserved opcode: the peer is confused; stop scanning
+                    self._broken = True
+                    return frames
+
+    @staticmethod
+    def _header(buf: bytearray) -> tuple[int, int, int, bytes] | None:
+        """Parse a frame header: (opcode, payload start, payload length, mask key)."""
+        if len(buf) < 2:
+            return None
+        opcode, masked, length, pos = buf[0] & 0x0F, buf[1] & 0x80, buf[1] & 0x7F, 2
+        if length == 126:
+            if len(buf) < 4:
+                return None
+            length, pos = int.from_bytes(buf[2:4], "big"), 4
+        elif length == 127:
+            if len(buf) < 10:
+                return None
+            length, pos = int.from_bytes(buf[2:10], "big"), 10
+        mask = b"\x00\x00\x00\x00"
+        if masked:
+            if len(buf) < pos + 4:
+                return None
+            mask, pos = bytes(buf[pos : pos + 4]), pos + 4
+        return opcode, pos, length, mask
+
+
+class _TapStream(trio.abc.Stream):
+    """The TCP stream under one websocket, watched by the fake.
+
+    Reads feed a :class:`FrameScanner` that reports each client frame to ``on_frame``.
+    Writes can be corked, so that several websocket frames leave in one TCP write.
+    """
+
+    def __init__(self, transport: trio.SocketStream) -> None:
+        self.transport = transport
+        self._on_frame: Callable[[int, bytes], None] | None = None
+        self._early: list[tuple[int, bytes]] = []
+        self._scanner = FrameScanner()
+        self._send_lock = trio.StrictFIFOLock()
+        self._cork: bytearray | None = None
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._cork is not None:
+            self._cork += data
+            await trio.lowlevel.checkpoint()
+            return
+        async with self._send_lock:
+            await self.transport.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.transport.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        data = await self.transport.receive_some(max_bytes)
+        for opcode, payload in self._scanner.feed(data):
+            if self._on_frame is None:
+                self._early.append((opcode, payload))
+            else:
+                self._on_frame(opcode, payload)
+        return data
+
+    def watch(self, on_frame: Callable[[int, bytes], None]) -> None:
+        """Call ``on_frame(opcode, payload)`` for each client frame, including earlier ones."""
+        self._on_frame = on_frame
+        early, self._early = self._early, []
+        for opcode, payload in early:
+            on_frame(opcode, payload)
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+    @asynccontextmanager
+    async def corked(self) -> AsyncIterator[None]:
+        """Hold every write made inside the block, then send them as one TCP write."""
+        self._cork = bytearray()
+        try:
+            yield
+        finally:
+            data, self._cork = bytes(self._cork), None
+            if data:
+                async with self._send_lock:
+                    await self.transport.send_all(data)
 
 
 @attrs.define(eq=False)
@@ -33,14 +200,23 @@ class FakeConnection:
     """One accepted client connection of a fake venue."""
 
     ws: WebSocketConnection
-    stream: trio.abc.Stream
+    stream: _TapStream
+    """The TCP stream under ``ws``; closing it cuts the connection without a close frame."""
     path: str
     nursery: trio.Nursery
+    """Runs :meth:`FakeVenueServer.background` and any task the fake starts for this connection."""
     state: dict[str, Any] = attrs.field(factory=dict)
     """Protocol state the venue fake keeps for this connection (subscriptions, counters)."""
     closing: bool = False
+    """True once the fake started closing it (then ``closed`` will be set)."""
     closed: trio.Event = attrs.field(factory=trio.Event)
+    """Set when a close the fake started has finished."""
     done: trio.Event = attrs.field(factory=trio.Event)
+    """Set when the connection is gone and forgotten."""
+
+
+def _as_text(message: str | bytes) -> str:
+    return message if isinstance(message, str) else message.decode("utf-8", "replace")
 
 
 @attrs.define(eq=False)
@@ -49,7 +225,7 @@ class FakeVenueServer:
 
     Attributes:
         requests: Every client text message that parsed as JSON, in arrival order.
-        raw_requests: Every client text message as received.
+        raw_requests: Every client message as received (binary ones decoded as UTF-8).
         handshakes: The path of every websocket handshake, accepted or not.
         connections_total: Connections accepted so far.
         dropped_frames: Frames not sent because the server was stalled.
@@ -57,6 +233,8 @@ class FakeVenueServer:
     """
 
     name: ClassVar[str] = "FakeVenue"
+    bytes_as_text: ClassVar[bool] = True
+    """Whether :meth:`send` turns ``bytes`` into a UTF-8 text frame (else a binary frame)."""
 
     close_timeout: float = 5.0
     requests: list[Any] = attrs.field(factory=list, init=False)
@@ -73,13 +251,47 @@ class FakeVenueServer:
 
     # Hooks for the venue fakes.
 
-    def check_path(self, path: str) -> str | None:
-        """Return why ``path`` is refused (HTTP 404), or None to accept it."""
+    def check_path(self, path: str) -> str | tuple[int, str] | None:
+        """Return why ``path`` (with its query) is refused, or None to accept it.
+
+        A ``str`` is the body of an HTTP 404; ``(status, body)`` answers with another status.
+        """
         return None
+
+    def init_connection(self, conn: FakeConnection) -> None:
+        """Set up ``conn.state`` for a new connection, before anything else happens on it.
+
+        Runs before :meth:`on_frame` sees any of its frames and before :meth:`background` and
+        :meth:`on_open` start.
+        """
+
+    def on_frame(self, conn: FakeConnection, opcode: int, payload: bytes) -> None:
+        """Observe one frame the client sent, as soon as its bytes arrive.
+
+        ``opcode`` is 1 or 2 for the first frame of a text or binary message (``payload`` is
+        then empty), 8 for close, 9 for ping and 10 for pong (with their payloads).
+        trio-websocket answers pings and swallows pongs itself: this is where a fake sees them.
+        """
 
     async def on_open(self, conn: FakeConnection) -> None:
         """Greet a new connection (the venue's first message, if any)."""
         await trio.lowlevel.checkpoint()
+
+    async def on_receive(self, conn: FakeConnection, message: str | bytes) -> None:
+        """Handle one client message as received (``bytes`` for a binary message).
+
+        The default parses it as JSON, records it in ``requests`` and hands it to
+        :meth:`on_message`, or hands the text to :meth:`on_invalid` if it is not JSON.
+        """
+        text = _as_text(message)
+        try:
+            parsed = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            await self.on_invalid(conn, text)
+            return
+        self.requests.append(parsed)
+        self.notify()
+        await self.on_message(conn, parsed)
 
     async def on_message(self, conn: FakeConnection, message: Any) -> None:
         """Answer one parsed client message."""
@@ -124,7 +336,9 @@ class FakeVenueServer:
             UsageError: this instance is already serving.
         """
         if self._serving:
-            raise UsageError(f"this {self.name} is already serving at {self._url}")
+            raise UsageError(
+                f"this {self.name} is already serving at {self._url}; create another one"
+            )
         self._serving = True
         try:
             listeners = await trio.open_tcp_listeners(port, host=host)
@@ -138,33 +352,40 @@ class FakeVenueServer:
             self._serving = False
 
     async def _handle_tcp(self, stream: trio.SocketStream) -> None:
+        tap = _TapStream(stream)
         try:
             async with trio.open_nursery() as nursery:
                 request: WebSocketRequest | None = None
                 with trio.move_on_after(_HANDSHAKE_TIMEOUT):
-                    request = await trio_websocket.wrap_server_stream(nursery, stream)
+                    request = await trio_websocket.wrap_server_stream(nursery, tap)
                 if request is not None:
-                    await self._handle_request(request, stream)
+                    await self._handle_request(request, tap)
                 nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
-                await stream.aclose()
+                await tap.aclose()
 
-    async def _handle_request(self, request: WebSocketRequest, stream: trio.abc.Stream) -> None:
+    async def _handle_request(self, request: WebSocketRequest, tap: _TapStream) -> None:
         self.handshakes.append(request.path)
-        if self._rejections:
-            status = self._rejections.popleft()
-            body = f"rejected by {self.name}.reject_connections (HTTP {status})"
-            await request.reject(status, body=body.encode())
+        try:
+            if self._rejections:
+                status = self._rejections.popleft()
+                body = f"rejected by {self.name}.reject_connections (HTTP {status})"
+                await request.reject(status, body=body.encode())
+                return
+            refusal = self.check_path(request.path)
+            if refusal is not None:
+                status, text = (404, refusal) if isinstance(refusal, str) else refusal
+                await request.reject(status, body=text.encode())
+                return
+            ws = await request.accept()
+        except trio_websocket.ConnectionClosed:  # the client left mid-handshake
             return
-        refusal = self.check_path(request.path)
-        if refusal is not None:
-            await request.reject(404, body=refusal.encode())
-            return
-        ws = await request.accept()
         try:
             async with trio.open_nursery() as nursery:
-                conn = FakeConnection(ws=ws, stream=stream, path=request.path, nursery=nursery)
+                conn = FakeConnection(ws=ws, stream=tap, path=request.path, nursery=nursery)
+                self.init_connection(conn)
+                tap.watch(lambda opcode, payload: self.on_frame(conn, opcode, payload))
                 self._conns[conn] = None
                 self.connections_total += 1
                 self.notify()
@@ -188,26 +409,25 @@ class FakeVenueServer:
                 message = await conn.ws.get_message()
             except trio_websocket.ConnectionClosed:
                 return
-            text = message if isinstance(message, str) else message.decode("utf-8", "replace")
-            self.raw_requests.append(text)
-            try:
-                parsed = orjson.loads(text)
-            except orjson.JSONDecodeError:
-                await self.on_invalid(conn, text)
-                continue
-            self.requests.append(parsed)
-            self.notify()
-            await self.on_message(conn, parsed)
+            self.raw_requests.append(_as_text(message))
+            await self.on_receive(conn, message)
 
     # Sending.
 
-    async def send(self, conn: FakeConnection, text: str | bytes, *, force: bool = False) -> bool:
-        """Send one text frame (``bytes`` are sent as UTF-8 text); False if not sent."""
+    async def send(
+        self, conn: FakeConnection, message: str | bytes, *, force: bool = False
+    ) -> bool:
+        """Send one frame to ``conn``; False if it was not sent (stalled, or connection gone).
+
+        A ``str`` goes as a text frame; ``bytes`` as UTF-8 text, or as a binary frame where
+        :attr:`bytes_as_text` is False. ``force`` sends even while stalled.
+        """
         if self._stalled and not force:
             self.dropped_frames += 1
             await trio.lowlevel.checkpoint()
             return False
-        message = text.decode() if isinstance(text, bytes) else text
+        if isinstance(message, bytes) and self.bytes_as_text:
+            message = message.decode()
         try:
             await conn.ws.send_message(message)
         except (
@@ -218,11 +438,35 @@ class FakeVenueServer:
             return False
         return True
 
-    async def send_raw(self, text: str | bytes) -> int:
-        """Send ``text`` exactly as given to every connection; how many it went to."""
+    async def send_many(self, conn: FakeConnection, messages: Sequence[str | bytes]) -> int:
+        """Send several frames to ``conn``, in order and in one TCP write; how many were sent.
+
+        While stalled none is sent (each counts in ``dropped_frames``); if the write fails,
+        none counts as sent.
+        """
+        if self._stalled:
+            self.dropped_frames += len(messages)
+            await trio.lowlevel.checkpoint()
+            return 0
+        sent = 0
+        try:
+            async with conn.stream.corked():
+                for message in messages:
+                    sent += await self.send(conn, message)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return 0
+        return sent
+
+    async def send_raw(self, message: str | bytes) -> int:
+        """Send ``message`` exactly as given to every connection (for malformed or unexpected
+        frames); ``bytes`` go as :meth:`send` says.
+
+        Returns:
+            How many connections it was sent to (0 while stalled).
+        """
         sent = 0
         for conn in list(self._conns):
-            sent += await self.send(conn, text)
+            sent += await self.send(conn, message)
         await trio.lowlevel.checkpoint()
         return sent
 
@@ -255,11 +499,32 @@ class FakeVenueServer:
         await trio.lowlevel.checkpoint()
         return len(conns)
 
-    async def close_all(self, code: int = 1000, reason: str = "") -> int:
-        """Close every connection with ``code`` and ``reason``; returns once they are gone."""
+    async def close_all(
+        self,
+        code: int = 1000,
+        reason: str = "",
+        *,
+        farewell: Callable[[FakeConnection], str | bytes] | None = None,
+    ) -> int:
+        """Close every connection with a close frame carrying ``code`` and ``reason``.
+
+        Returns once the connections are gone; how many there were.
+
+        Args:
+            code: The close code.
+            reason: The close reason.
+            farewell: Gives the last message to send each connection before its close frame
+                (a venue's shutdown notice); sent even while stalled.
+
+        Raises:
+            UsageError: ``code`` may not be sent in a close frame, or ``reason`` is too long.
+        """
+        check_close(code, reason)
         conns = list(self._conns)
 
         async def close_and_forget(conn: FakeConnection) -> None:
+            if farewell is not None:
+                await self.send(conn, farewell(conn), force=True)
             await self.close(conn, code, reason)
             await conn.done.wait()
 
