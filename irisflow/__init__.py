@@ -102,6 +102,7 @@ from ._pipeline import Step as Step
 from ._record import CorruptLine as CorruptLine
 from ._record import Recorder as Recorder
 from ._record import read_recording as read_recording
+from ._record import read_recordings as read_recordings
 from ._rule_step import AlertStep as AlertStep
 from ._rule_step import AlertStepStatistics as AlertStepStatistics
 from ._rule_text import Template as Template
@@ -308,6 +309,7 @@ __all__ = [
     "parse_pipe",
     "parse_speed",
     "read_recording",
+    "read_recordings",
     "redact_dsn",
     "register_venue",
     "resolve_dsn",

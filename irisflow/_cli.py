@@ -28,6 +28,7 @@ from ._config import Config, load_config
 from ._errors import IrisflowError, UsageError
 from ._feed import Overflow
 from ._pipeline import Pipeline
+from ._record import check_readable
 from ._rules import build_rules
 from ._run import Runner, RunSummary, Sink, parse_speed
 from ._storage_cli import (
@@ -430,10 +431,16 @@ def record_(
 @app.command()
 @_friendly
 def replay(
-    file: Annotated[Path, typer.Argument(help="A recording, or a file of bare venue frames.")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Recordings (several are merged by receive time), or files of bare venue frames.",
+            metavar="FILE",
+        ),
+    ],
     venue: Annotated[
         str | None,
-        typer.Option("--venue", "-v", help="The venue of a file of bare frames (one per line)."),
+        typer.Option("--venue", "-v", help="The venue of files of bare frames (one per line)."),
     ] = None,
     filter: FilterOpt = [],  # noqa: B006
     output: OutputOpt = Output.AUTO,
@@ -455,10 +462,12 @@ def replay(
     db: DbOpt = None,
     store: StoreOpt = "output",
 ) -> None:
-    """Replay a recording through the same decoders, filters and outputs as a live run."""
+    """Replay recordings through the same decoders, filters and outputs as a live run."""
     pace = parse_speed(speed)
     if venue is not None:
         get_venue(venue)  # a typo is reported before the file is read
+    for path in files:  # a missing file is named before anything (a database) is touched
+        check_readable(path)
     spec = RunSpec(
         kinds=_replay_kinds(venue),
         config=load_config(config),
@@ -475,7 +484,7 @@ def replay(
     runner = _runner(spec, output, buffer=buffer, max_events=max_events)
     runner.strict = strict
     tune_gc()
-    summary = trio.run(functools.partial(runner.replay, file, venue=venue, speed=pace))
+    summary = trio.run(functools.partial(runner.replay, files, venue=venue, speed=pace))
     _finish(summary, replay=True)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import os
 import signal
 import threading
 import time
@@ -31,7 +32,7 @@ from ._errors import DecodeError, IrisflowError, RecordingError, UsageError
 from ._events import Event, Gap
 from ._feed import ConnectionState, FeedItem, FeedStatistics, FeedStats, Frames, now_ns
 from ._pipeline import Pipeline
-from ._record import CorruptLine, Recorder, read_recording
+from ._record import CorruptLine, Recorder, read_recording, read_recordings
 from ._reorg import REORG_HORIZON
 from ._venue import Decoder, FeedOptions, Plan, get_venue
 
@@ -66,7 +67,7 @@ class Problem:
     """A frame or line that could not be used."""
 
     where: str
-    """``'line 17'`` in a replay, ``'binance'`` live."""
+    """``'line 17'`` in a replay (``'b.jsonl line 17'`` of several files), ``'binance'`` live."""
     message: str
     """What was wrong."""
 
@@ -259,12 +260,41 @@ class Runner:
         return await self._run(sources)
 
     async def replay(
-        self, path: Path, *, venue: str | None = None, speed: float = math.inf
+        self,
+        paths: Path | Sequence[Path],
+        *,
+        venue: str | None = None,
+        speed: float = math.inf,
     ) -> RunSummary:
-        """Replay a recording (or bare frames of ``venue``) through the same path as live."""
-        self.status.source = str(path)
-        # Fail on an unreadable file or a missing --venue before anything starts.
-        items = read_recording(path, venue=venue)
+        """Replay recordings (or bare frames of ``venue``) through the same path as live.
+
+        Several recordings replay as one live run that heard them all: merged by receive
+        time, ties in the order given, then line order (see
+        :func:`~irisflow._record.read_recordings`); several files of bare frames play one
+        after another.
+
+        Args:
+            paths: A recording, or several.
+            venue: The venue of files of bare frames (one per line).
+            speed: ``inf`` (as fast as possible), or a factor of the recorded pace (the merged
+                receive times): 1 is real time, 10 ten times as fast.
+
+        Raises:
+            RecordingError: before anything starts: a file cannot be read, holds bare frames
+                and no ``venue`` is given, or bare files are mixed with recordings. Later,
+                with ``strict``, the first corrupt line.
+        """
+        # A str or Path is one file (a str is a sequence too, of characters).
+        files = [Path(paths)] if isinstance(paths, str | os.PathLike) else [Path(p) for p in paths]
+        if not files:
+            raise UsageError("nothing to replay: give at least one file")
+        self.status.source = ", ".join(str(p) for p in files)
+        # Fail on an unreadable file or a missing --venue before anything starts. One file is
+        # read as it is, without a merge.
+        if len(files) == 1:
+            items = read_recording(files[0], venue=venue)
+        else:
+            items = read_recordings(files, venue=venue)
         first = next(items, None)
 
         async def sources(send: trio.MemorySendChannel[FeedItem]) -> None:
@@ -274,14 +304,17 @@ class Runner:
                 head = [first] if first is not None else []
                 for item in itertools.chain(head, items):
                     if isinstance(item, CorruptLine):
-                        self._problem(f"line {item.line}", item.reason)
+                        self._problem(_where(item.file, item.line), item.reason)
                         continue
                     if item.venue not in self._decoders:
                         try:
                             self._decoders[item.venue] = get_venue(item.venue).decoder()
                         except UsageError as exc:  # a line naming a venue irisflow lacks
                             line = item.first_line if isinstance(item, Frames) else 0
-                            self._problem(f"line {line}" if line else str(path), str(exc))
+                            file = getattr(item, "file", "")
+                            self._problem(
+                                _where(file, line) if line else self.status.source, str(exc)
+                            )
                             continue
                     if math.isfinite(speed) and item.recv_ts:
                         if clock_start is None:
@@ -433,8 +466,7 @@ class Runner:
     def _decode(self, item: FeedItem) -> list[Event]:
         """The events of one feed item, counted; bad frames become problems."""
         status = self.status
-        if item.__class__ is Frames:
-            assert isinstance(item, Frames)
+        if isinstance(item, Frames):  # FileFrames too, from several files replayed together
             events: list[Event] = []
             errors: list[tuple[int, DecodeError]] = []
             self._decoders[item.venue].decode_batch(item.frames, item.recv_ts, events, errors)
@@ -507,8 +539,9 @@ class Runner:
         return notes
 
     def _decode_errors(self, item: Frames, errors: list[tuple[int, DecodeError]]) -> None:
+        file = getattr(item, "file", "")  # FileFrames: from one of several files
         for index, error in errors:
-            where = f"line {item.first_line + index}" if item.first_line else item.venue
+            where = _where(file, item.first_line + index) if item.first_line else item.venue
             if self.strict:
                 # No stop() first: a cancelled scope would swallow this error on its way out.
                 raise RecordingError(f"{where}: {error}") from error
@@ -522,6 +555,11 @@ class Runner:
             self._problems.append(Problem(where, message))
         if self.live and self.status.problems <= 5:
             self.warn(f"skipped a frame from {where}: {message}")
+
+
+def _where(file: str, line: int) -> str:
+    """``'line 7'`` in a replay of one file, ``'b.jsonl line 7'`` of several."""
+    return f"{file} line {line}" if file else f"line {line}"
 
 
 def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:

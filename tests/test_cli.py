@@ -429,3 +429,102 @@ def test_a_line_of_an_unknown_venue_is_a_corrupt_line(tmp_path: Path) -> None:
     assert code == 0
     assert "line 2: unknown venue 'nope'" in err
     assert len(jsonl(out)) >= 1
+
+
+# -- several files -----------------------------------------------------------------------------
+
+
+def split_sample(directory: Path) -> tuple[Path, Path, Path]:
+    """The sample as two recordings (BTCUSDT frames, the rest) and the two merged by hand."""
+    lines = SAMPLE.read_bytes().splitlines()
+    btc = [line for line in lines if b"btcusdt@" in line and b'"gap"' not in line]
+    rest = [line for line in lines if line not in btc]
+    by_hand = sorted(btc + rest, key=lambda line: orjson.loads(line)["recv_ts"])  # stable
+    return (
+        write(directory / "btc.jsonl", btc),
+        write(directory / "rest.jsonl", rest),
+        write(directory / "both.jsonl", by_hand),
+    )
+
+
+@pytest.mark.parametrize("pipe", [[], ["--pipe", "by symbol | window 1m | agg vwap, count"]])
+def test_replaying_several_files_is_replaying_them_merged(tmp_path: Path, pipe: list[str]) -> None:
+    btc, rest, both = split_sample(tmp_path)
+    code, merged, err = run("replay", str(btc), str(rest), *pipe, "--output", "jsonl")
+    assert code == 0, err
+    code, by_hand, err = run("replay", str(both), *pipe, "--output", "jsonl")
+    assert code == 0, err
+    assert merged == by_hand
+    assert len(jsonl(merged)) > (1 if pipe else 6000)
+
+
+def test_replay_of_two_recordings_as_a_subprocess(tmp_path: Path) -> None:
+    split_sample(tmp_path)
+    trades = ["--filter", "kind == 'trade'"]
+    done = subprocess.run(
+        [*IRISFLOW, "replay", "btc.jsonl", "rest.jsonl", *trades],
+        cwd=tmp_path,
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == b""
+    _, by_hand, _ = run("replay", str(tmp_path / "both.jsonl"), *trades, "--output", "jsonl")
+    assert done.stdout.decode() == by_hand
+
+
+@pytest.mark.parametrize("missing", ["missing.jsonl", "a-directory"])
+def test_a_missing_second_file_is_one_line_before_any_output(
+    tmp_path: Path, missing: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "good.jsonl", sample_lines(50))
+    (tmp_path / "a-directory").mkdir()
+    code, out, err = run("replay", "good.jsonl", missing, "--output", "jsonl")
+    assert code == 2
+    assert out == ""
+    assert len(err.splitlines()) == 1
+    assert err.startswith(f"irisflow: error: cannot read {missing!r}: ")
+
+
+def test_problems_of_several_files_name_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    good = sample_lines(6)
+    write(tmp_path / "a.jsonl", good[:3])
+    write(tmp_path / "b.jsonl", [good[3], b"{not json", good[4], b'{"venue":"binance"}'])
+    code, out, err = run("replay", "a.jsonl", "b.jsonl", "--output", "jsonl")
+    assert code == 0
+    assert "skipped 2 corrupt lines" in err
+    assert "b.jsonl line 2: invalid JSON" in err
+    assert "b.jsonl line 4: not a recording line" in err
+    assert len(jsonl(out)) >= 4
+    code, _, err = run("replay", "a.jsonl", "b.jsonl", "--output", "jsonl", "--strict")
+    assert code == 2
+    assert "b.jsonl line 2: invalid JSON" in err
+
+
+def test_several_bare_files_play_one_after_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    trades = [line for line in SAMPLE.read_bytes().splitlines() if b"@trade" in line][:6]
+    frames = [orjson.loads(line)["frame"].encode() for line in trades]
+    write(tmp_path / "one.txt", frames[:3])
+    write(tmp_path / "two.txt", [frames[3], b"{broken", *frames[4:]])
+    code, out, err = run("replay", "two.txt", "one.txt", "--venue", "binance", "--output", "jsonl")
+    assert code == 0, err
+    ids = [orjson.loads(frame)["data"]["t"] for frame in frames]
+    assert [e["trade_id"] for e in jsonl(out)] == ids[3:] + ids[:3]
+    assert "two.txt line 2: binance: invalid JSON" in err
+    # A recording and bare frames: nothing to merge the frames by.
+    write(tmp_path / "r.jsonl", trades)
+    code, out, err = run("replay", "r.jsonl", "one.txt", "--venue", "binance")
+    assert code == 2
+    assert out == ""
+    assert err.startswith(
+        "irisflow: error: cannot replay bare frames ('one.txt') together with recordings"
+        " ('r.jsonl')"
+    )

@@ -123,7 +123,8 @@ async def test_two_recordings_with_different_symbols_joined_on_a_mapped_key(
     tmp_path: Path,
 ) -> None:
     # Recording one: BTCUSDT trades every second; recording two: BTCUSDC best quotes every
-    # 1.5 s (as a second connection would have heard them). Replayed together, in receive order.
+    # 1.5 s (as a second connection would have heard them). Replayed together, merged in receive
+    # order, as `irisflow replay btcusdt.jsonl btcusdc.jsonl` does.
     ms = T0 // 1_000_000
     trades = [
         (
@@ -154,10 +155,10 @@ async def test_two_recordings_with_different_symbols_joined_on_a_mapped_key(
         )
         for i in range(6)
     ]
-    _recording(tmp_path / "btcusdt.jsonl", trades)
-    _recording(tmp_path / "btcusdc.jsonl", quotes)
-    merged = sorted(trades + quotes)
-    both = _recording(tmp_path / "both.jsonl", merged)
+    files = [
+        _recording(tmp_path / "btcusdt.jsonl", trades),
+        _recording(tmp_path / "btcusdc.jsonl", quotes),
+    ]
 
     text = (
         "by symbol | join (symbol == 'BTCUSDC') within 1s map 'BTCUSDC' = 'BTCUSDT'"
@@ -165,7 +166,7 @@ async def test_two_recordings_with_different_symbols_joined_on_a_mapped_key(
     )
     sink = ListSink()
     pipeline = build_pipeline(["kind in ['trade', 'quote']"], [text], {Trade, Quote})
-    await Runner(pipeline, sinks=[sink]).replay(both)
+    await Runner(pipeline, sinks=[sink]).replay(files)
     pairs = joined(sink.events)
     # Trade i at i s pairs with the quote heard last at or before it, if at most 1 s old:
     # quotes at 0, 1.5, 3, 4.5, 6, 7.5 s -> trades 1 (q0), 2 (q1), 3 (q2), 4 (q2), 5 (q3),
