@@ -525,6 +525,14 @@ def nft(**changes: Any) -> dict[str, Any]:
         ("txsInternal", "0xabc", "expected an object @ $.txsInternal[0]"),
         ("erc20Approvals", approval(owner=None), "got None @ $.erc20Approvals[0].owner"),
         ("erc20Approvals", approval(value="1e3"), "got '1e3' @ $.erc20Approvals[0].value"),
+        (
+            "erc20Transfers",
+            {
+                **moralis_erc20_transfer(USDC, ALICE, BOB, 1, tx_hash=h(1), log_index=1),
+                "value": "-5",
+            },
+            "non-negative integer, got -5 @ $.erc20Transfers[0].value",
+        ),
         ("erc20Approvals", approval(spender=ALICE.upper()), "@ $.erc20Approvals[0].spender"),
         (
             "erc20Approvals",

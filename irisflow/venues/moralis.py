@@ -354,42 +354,36 @@ class MoralisDecoder:
             raise ChainDataError(f"decimals out of range, got {decimals} @ {path}")
         return (given.upper() if given else token), decimals
 
+    def _erc20(self, e: Any, path: str, common: dict[str, Any]) -> dict[str, Any]:
+        """The fields ERC-20 transfers and approvals share (they differ in their parties)."""
+        token = address(get(e, "contract", path), f"{path}.contract")
+        raw = _uint(e, "value", path)
+        symbol, decimals = self._token(e, path, token)
+        spam = e.get("possibleSpam")
+        return {
+            **common,
+            "symbol": symbol,
+            "token": token,
+            "raw_amount": raw,
+            "tx_hash": hash32(get(e, "transactionHash", path), f"{path}.transactionHash"),
+            "log_index": dec_int(get(e, "logIndex", path), f"{path}.logIndex"),
+            "decimals": decimals,
+            "amount": None if decimals is None else scale(raw, decimals),
+            "possible_spam": spam if isinstance(spam, bool) else None,
+        }
+
     def _transfer(self, t: Any, path: str, common: dict[str, Any]) -> TokenTransfer:
-        token = address(get(t, "contract", path), f"{path}.contract")
-        raw = dec_int(get(t, "value", path), f"{path}.value")
-        symbol, decimals = self._token(t, path, token)
-        spam = t.get("possibleSpam")
         return TokenTransfer(
-            symbol=symbol,
-            token=token,
             from_address=address(get(t, "from", path), f"{path}.from"),
             to_address=address(get(t, "to", path), f"{path}.to"),
-            raw_amount=raw,
-            tx_hash=hash32(get(t, "transactionHash", path), f"{path}.transactionHash"),
-            log_index=dec_int(get(t, "logIndex", path), f"{path}.logIndex"),
-            decimals=decimals,
-            amount=None if decimals is None else scale(raw, decimals),
-            possible_spam=spam if isinstance(spam, bool) else None,
-            **common,
+            **self._erc20(t, path, common),
         )
 
     def _approval(self, a: Any, path: str, common: dict[str, Any]) -> TokenApproval:
-        token = address(get(a, "contract", path), f"{path}.contract")
-        raw = _uint(a, "value", path)
-        symbol, decimals = self._token(a, path, token)
-        spam = a.get("possibleSpam")
         return TokenApproval(
-            symbol=symbol,
-            token=token,
             owner=address(get(a, "owner", path), f"{path}.owner"),
             spender=address(get(a, "spender", path), f"{path}.spender"),
-            raw_amount=raw,
-            tx_hash=hash32(get(a, "transactionHash", path), f"{path}.transactionHash"),
-            log_index=dec_int(get(a, "logIndex", path), f"{path}.logIndex"),
-            decimals=decimals,
-            amount=None if decimals is None else scale(raw, decimals),
-            possible_spam=spam if isinstance(spam, bool) else None,
-            **common,
+            **self._erc20(a, path, common),
         )
 
     @staticmethod
