@@ -433,14 +433,27 @@ class _Active:
         self.disarmed: collections.OrderedDict[_Key, str] = collections.OrderedDict()
         self.cooldowns: dict[_Key, _Cooldown] = {}
         self.next_due = math.inf
-        self.fired = self.folded = self.digests = 0
+        self.fired = self.folded = self.digests = self.withdrawn = 0
         self._time_fields: dict[type[Event], frozenset[str]] = {}
+        # Whale alerts sent, by the natural key of their transfer: a reorg that retracts the
+        # transfer withdraws the alert (see _withdraw).
+        self.sent: collections.OrderedDict[Hashable, Alert] | None = None
+        if rule.kind == "whale":
+            from ._chain import Retraction, natural_key
+
+            self.sent = collections.OrderedDict()
+            self._retraction: type[Event] = Retraction
+            self._natural_key: Callable[[Event], Hashable] = natural_key
 
     def process(self, events: list[Event], out: list[Event]) -> None:
         rule = self.rule
         venues, symbols, pre, rearm = rule.venues, rule.symbols, self.pre, self.rearm
         read = self.detector.read
+        sent = self.sent
         for event in events:
+            if sent is not None and event.__class__ is self._retraction:
+                self._withdraw(event, sent, out)
+                continue
             if venues and event.venue not in venues:
                 continue
             if symbols and event.symbol not in symbols:
@@ -472,8 +485,13 @@ class _Active:
             self._expire(key, cooldown, now, out)
             cooldown = self.cooldowns.get(key)
         if cooldown is None:
-            out.append(self._alert(fire, now))
+            alert = self._alert(fire, now)
+            out.append(alert)
             self.fired += 1
+            if self.sent is not None:
+                identity = self._natural_key(fire.event)
+                self.sent[identity] = alert
+                _lru(self.sent, identity, self.max_keys)
             if self.rule.cooldown:
                 until = now + self.rule.cooldown
                 self.cooldowns[key] = _Cooldown(until)
@@ -484,6 +502,34 @@ class _Active:
             cooldown.first_ts = fire.event.ts
         cooldown.last = fire
         self.folded += 1
+
+    def _withdraw(
+        self, retraction: Event, sent: collections.OrderedDict[Hashable, Alert], out: list[Event]
+    ) -> None:
+        """A reorg undid the transfer of a whale alert sent: say so, once, at once.
+
+        The withdrawal is an alert of its own (the first cannot be unsent): the same rule,
+        venue, symbol and targets, ``withdrawn (reorg):`` before the first text, and a key of
+        its own. Cooldowns do not hold it back. Should the transfer be mined again, it alerts
+        again.
+        """
+        identity = self._natural_key(retraction)
+        alert = sent.pop(identity, None)
+        if alert is None:
+            return  # a transfer this rule did not alert on
+        self.withdrawn += 1
+        assert isinstance(self.detector, _Whale)
+        self.detector.seen.pop(identity, None)  # mined again later, it is a whale again
+        out.append(
+            attrs.evolve(
+                alert,
+                ts=retraction.ts,
+                recv_ts=retraction.recv_ts,
+                text=f"withdrawn (reorg): {alert.text}",
+                key=f"{alert.key}:withdrawn",
+                count=1,
+            )
+        )
 
     def _expire(self, key: _Key, cooldown: _Cooldown, now: int, out: list[Event]) -> None:
         """End the cooldown of ``key`` if due at ``now``: a digest if firings were folded."""
@@ -580,6 +626,8 @@ class AlertStepStatistics:
     """Firings folded into digests because they came within a cooldown."""
     digests: int
     """Digest alerts emitted when cooldowns ended."""
+    withdrawn: int = 0
+    """Whale alerts withdrawn because a reorg undid their transfer."""
 
 
 class AlertStep:
@@ -646,4 +694,5 @@ class AlertStep:
             fired=sum(a.fired for a in self._active),
             folded=sum(a.folded for a in self._active),
             digests=sum(a.digests for a in self._active),
+            withdrawn=sum(a.withdrawn for a in self._active),
         )

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import attrs
 import pytest
@@ -694,6 +694,32 @@ def test_whale_rules_fire_on_internal_transactions() -> None:
     alerts = run(step, events)
     assert [a.text.split()[1] for a in alerts] == ["150", "300"]
     assert alerts[0].text.startswith(f"whale: 150 ETH from {A} to {B} on moralis")
+
+
+def test_a_reorg_withdraws_the_whale_alert_of_its_transfer() -> None:
+    kinds = [chain.TokenTransfer, chain.Retraction]
+    rule = "kind=whale; threshold=1000; name=whale; targets=42; cooldown=1h"
+    step = AlertStep([Rule.parse(rule, kinds)])
+    big, small = transfer(1, 1500 * 10**6), transfer(2, 500 * 10**6)
+
+    def undo(event: Any, t: float) -> Event:
+        ts = T0 + round(t * S)
+        result: Event = chain.Retraction(
+            event.venue, event.symbol, ts, ts, event.kind, event.tx_hash, event.log_index
+        )
+        return result
+
+    (first,) = run(step, [big, small])
+    out = run(step, [undo(small, 1), undo(big, 2), undo(big, 3)])
+    (withdrawal,) = out  # not the small one (no alert), not twice; the cooldown holds none back
+    assert isinstance(withdrawal, Alert)
+    assert withdrawal.text == f"withdrawn (reorg): {first.text}"
+    assert withdrawal.key == f"{first.key}:withdrawn"
+    assert (withdrawal.targets, withdrawal.rule, withdrawal.ts) == (("42",), "whale", T0 + 2 * S)
+    assert step.statistics().withdrawn == 1
+    # Mined again in another block: a whale again (after its cooldown).
+    (again,) = run(step, [transfer(1, 1500 * 10**6, t=7200)])
+    assert again.text == first.text
 
 
 def test_whale_rules_need_chain_events() -> None:
