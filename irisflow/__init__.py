@@ -116,13 +116,13 @@ from ._run import RunStatus as RunStatus
 from ._run import RunSummary as RunSummary
 from ._run import Sink as Sink
 from ._run import parse_speed as parse_speed
-from ._saved import DatabaseFilterStore as DatabaseFilterStore
-from ._saved import FileFilterStore as FileFilterStore
-from ._saved import SavedFilter as SavedFilter
 from ._saved import SavedFilterStep as SavedFilterStep
 from ._saved import load_saved_step as load_saved_step
 from ._saved import store_for as store_for
-from ._saved import watch_saved as watch_saved
+from ._saved_db import DatabaseFilterStore as DatabaseFilterStore
+from ._saved_file import FileFilterStore as FileFilterStore
+from ._saved_filter import SavedFilter as SavedFilter
+from ._saved_watch import watch_saved as watch_saved
 from ._steps import DedupeStep as DedupeStep
 from ._steps import Key as Key
 from ._steps import SampleStep as SampleStep

@@ -26,15 +26,9 @@ from ._errors import UsageError
 from ._events import Event
 from ._migrate import migrate, migration_status, redact_dsn, resolve_dsn
 from ._run import Sink
-from ._saved import (
-    FilterStore,
-    SavedFilter,
-    SavedFilterStep,
-    load_saved_step,
-    saved_filter,
-    store_for,
-    watch_saved,
-)
+from ._saved import SavedFilterStep, load_saved_step, store_for
+from ._saved_filter import FilterStore, SavedFilter, saved_filter
+from ._saved_watch import watch_saved
 from .sinks.postgres import PostgresSink
 
 __all__ = [

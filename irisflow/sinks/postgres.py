@@ -67,7 +67,9 @@ import trio
 from .._errors import DatabaseError, IrisflowError, UsageError
 from .._events import Event
 from .._migrate import connect, pg_message, redact_dsn, scrub
-from ._pg_tables import MARK_KINDS, MARKS, Marks, Table, apply_marks, sink_tables
+from ._pg_chain import MARK_KINDS, MARKS, Marks, apply_marks
+from ._pg_copy import Table
+from ._pg_tables import sink_tables
 
 __all__ = ["PostgresSink", "PostgresSinkStatistics"]
 
