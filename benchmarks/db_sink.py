@@ -3,7 +3,7 @@
 Feeds the same Trade events (200k by default) through :class:`PostgresSink` and, in the same
 run and database, through one raw ``COPY irisflow.trades ... FROM STDIN (FORMAT BINARY)`` of
 ready-made rows. The raw rows send their times the way the sink does (binary ``timestamptz`` as
-int8 microseconds since 2000, see ``pg_time`` in ``irisflow/sinks/_pg_tables.py``), computed
+int8 microseconds since 2000, see ``pg_time`` in ``irisflow/sinks/_pg_copy.py``), computed
 beforehand: the best case for the raw side, and the same wire format, so the ratio compares
 the sink's own overhead. Runs alternate, the table is emptied before each, and the median and
 best rows/s are printed with their ratio.
@@ -51,7 +51,7 @@ from irisflow._events import Trade
 from irisflow._migrate import migrate
 from irisflow._pipeline import Pipeline
 from irisflow._run import Runner
-from irisflow.sinks._pg_tables import TS, pg_time
+from irisflow.sinks._pg_copy import TS, pg_time
 from irisflow.sinks.postgres import PostgresSink
 
 COLUMNS = "venue, symbol, ts, recv_ts, price, qty, side, trade_id, aggregate"

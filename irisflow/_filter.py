@@ -24,12 +24,13 @@ from typing import Any, TypeAlias, cast
 import attrs
 
 from ._events import KINDS, Event
-from ._expr import (
+from ._expr import Checker, ValueType, check_fields, kind_fields, kind_names
+from ._expr_lex import fail, shorten
+from ._expr_parse import (
     And,
     Arith,
     Between,
     Bool,
-    Checker,
     Compare,
     Field,
     In,
@@ -39,13 +40,7 @@ from ._expr import (
     Num,
     Or,
     Str,
-    ValueType,
-    check_fields,
-    fail,
-    kind_fields,
-    kind_names,
     parse,
-    shorten,
     to_text,
     walk,
 )

@@ -55,7 +55,8 @@ from ._alert import SEVERITIES, Alert, Severity
 from ._config import AlertConfig, Config
 from ._errors import FilterError, UsageError
 from ._events import KINDS, Candle, Event, Quote, Ticker, Trade, is_time_field
-from ._expr import Compare, Num, kind_fields, parse, to_text
+from ._expr import kind_fields
+from ._expr_parse import Compare, Num, parse, to_text
 from ._filter import Filter, compile_expression, compile_filter
 from ._rule_step import AlertStep, AlertStepStatistics, Getter, chain_kinds
 from ._rule_text import Template, number, parse_cli, parse_duration, plain_decimal, suggest

@@ -27,7 +27,7 @@ import attrs
 from ._duration import duration_hint, duration_ns
 from ._errors import FilterError, PipelineError
 from ._events import Event, Gap
-from ._expr import fail
+from ._expr_lex import fail
 from ._filter import Expression, Filter, compile_expression, compile_filter
 from ._reorg import MARKS, carries_chain, pass_marks
 
