@@ -62,9 +62,9 @@ import psycopg
 import trio
 
 from ._alert import Alert
+from ._database import connect, pg_message, raise_database_error, redact_dsn, scrub
 from ._errors import DatabaseError, IrisflowError, UsageError
 from ._events import to_datetime
-from ._migrate import connect, pg_message, raise_database_error, redact_dsn, scrub
 from ._outbox import OutboxItem, make_converter
 
 __all__ = ["PostgresOutbox", "PostgresOutboxStatistics", "open_postgres_outbox"]

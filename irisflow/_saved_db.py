@@ -14,8 +14,8 @@ import psycopg
 import psycopg.errors
 import trio
 
+from ._database import connect, raise_database_error, redact_dsn
 from ._errors import UsageError
-from ._migrate import connect, raise_database_error, redact_dsn
 from ._saved_filter import Filters, SavedFilter, SaveResult, saved_filter, unknown_filter
 
 __all__ = ["CHANNEL", "DatabaseFilterStore", "select_filters"]

@@ -22,9 +22,10 @@ from typing import Any
 import trio
 
 from ._config import Config
+from ._database import redact_dsn, resolve_dsn
 from ._errors import UsageError
 from ._events import Event
-from ._migrate import migrate, migration_status, redact_dsn, resolve_dsn
+from ._migrate import migrate, migration_status
 from ._run import Sink
 from ._saved import SavedFilterStep, load_saved_step, store_for
 from ._saved_filter import FilterStore, SavedFilter, saved_filter

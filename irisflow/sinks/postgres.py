@@ -64,9 +64,9 @@ import attrs
 import psycopg
 import trio
 
+from .._database import connect, pg_message, redact_dsn, scrub
 from .._errors import DatabaseError, IrisflowError, UsageError
 from .._events import Event
-from .._migrate import connect, pg_message, redact_dsn, scrub
 from ._pg_chain import MARK_KINDS, MARKS, Marks, apply_marks
 from ._pg_copy import Table
 from ._pg_tables import sink_tables

@@ -38,16 +38,13 @@ from .._events import to_datetime
 from .._outbox import Outbox, OutboxItem
 from .._telegram import (
     Pacer,
-    ParseMode,
     Telegram,
     TelegramAuthError,
     TelegramMessageError,
     TelegramTargetError,
     check_chat_id,
-    escape_html,
-    escape_markdown_v2,
-    split_message,
 )
+from .._telegram_text import ParseMode, escape_html, escape_markdown_v2, split_message
 
 __all__ = ["DisabledTarget", "TelegramSink", "TelegramSinkStatistics"]
 
