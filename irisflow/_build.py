@@ -44,8 +44,9 @@ def fast_constructor(cls: type[_T]) -> Callable[..., _T]:
     same frozen instance, faster.
 
     Raises:
-        TypeError: ``cls`` is not an attrs class whose fields can simply be set (a validator,
-            converter, factory default, alias, init hook or hash cache would be skipped).
+        TypeError: ``cls`` is not an attrs class whose fields can simply be set in order (a
+            validator, converter, factory default, alias, keyword-only field, init hook or hash
+            cache would be skipped or misplaced).
     """
     if not attrs.has(cls):
         raise TypeError(f"{cls.__name__} is not an attrs class")
@@ -61,6 +62,7 @@ def fast_constructor(cls: type[_T]) -> Callable[..., _T]:
             field.validator is not None
             or field.converter is not None
             or not field.init
+            or field.kw_only
             or field.alias != field.name
             or isinstance(default, attrs.Factory)  # type: ignore[arg-type]
         ):

@@ -18,7 +18,7 @@ assert irisflow.KINDS is KINDS
 def _needs_init(cls: type[Event]) -> bool:
     hooks = any(hasattr(cls, name) for name in ("__attrs_post_init__", "__attrs_pre_init__"))
     return hooks or any(
-        f.validator or f.converter or isinstance(f.default, attrs.Factory)  # type: ignore[arg-type]
+        f.validator or f.converter or f.kw_only or isinstance(f.default, attrs.Factory)  # type: ignore[arg-type]
         for f in attrs.fields(cls)
     )
 
@@ -93,7 +93,12 @@ class _Factory(Event):
     levels: list[int] = attrs.field(factory=list)
 
 
-@pytest.mark.parametrize("cls", [_Converted, _Validated, _Hooked, _Factory])
+@attrs.frozen
+class _KeywordOnly(Event):
+    amount: int = attrs.field(kw_only=True)
+
+
+@pytest.mark.parametrize("cls", [_Converted, _Validated, _Hooked, _Factory, _KeywordOnly])
 def test_classes_that_need_their_init_are_refused(cls: type[Event]) -> None:
     with pytest.raises(TypeError, match=cls.__name__):
         fast_constructor(cls)
