@@ -32,19 +32,16 @@ Choices where Alchemy documents nothing:
 from __future__ import annotations
 
 import collections
-import contextlib
 import re
 import secrets
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import orjson
 import trio
-import trio_websocket
-from trio_websocket import WebSocketConnection, WebSocketRequest
 
-from .._errors import UsageError
 from ._alchemy_frames import notification
+from ._wsfake import FakeConnection, FakeVenueServer
 
 __all__ = ["FakeAlchemy", "SubscriptionInfo"]
 
@@ -78,12 +75,9 @@ class SubscriptionInfo:
     """The filter object (empty when none was given)."""
 
 
-@attrs.define(eq=False)
-class _Conn:
-    ws: WebSocketConnection
-    stream: trio.abc.Stream
-    subs: dict[str, SubscriptionInfo] = attrs.field(factory=dict)
-    done: trio.Event = attrs.field(factory=trio.Event)
+def _subs(conn: FakeConnection) -> dict[str, SubscriptionInfo]:
+    """The live subscriptions of one connection, by id."""
+    return cast(dict[str, SubscriptionInfo], conn.state["alchemy"])
 
 
 def _addresses(value: Any, what: str) -> set[str]:
@@ -199,11 +193,14 @@ def _error(rid: Any, code: int, message: str) -> dict[str, Any]:
 
 
 @attrs.define(eq=False)
-class FakeAlchemy:
+class FakeAlchemy(FakeVenueServer):
     """A fake Alchemy websocket endpoint for tests.
 
     Start it with ``await nursery.start(fake.serve)``; clients use ``fake.url`` as the
     endpoint (``ws://127.0.0.1:PORT/v2``) and connect to ``fake.url + "/" + fake.api_key``.
+    It is a :class:`~irisflow.testing._wsfake.FakeVenueServer`, which owns the socket, the
+    connections and the faults (:meth:`drop_all`, :meth:`close_all`, :meth:`stall`,
+    :meth:`reject_connections`, :meth:`send_raw`).
 
     Attributes:
         api_key: The key the path must end in.
@@ -212,12 +209,16 @@ class FakeAlchemy:
         max_connections: Open connections allowed; more are closed with 1008.
         max_subscriptions: Subscriptions allowed per connection.
         max_batch: Requests allowed in one batch.
+        close_timeout: Seconds to wait for a client's close frame before cutting TCP.
         requests: Every parsed request object, in arrival order (batches flattened).
-        connections_total: Connections accepted so far.
+        connections_total: Connections accepted so far (not those closed for the limit).
         net_version_requests: ``net_version`` requests received.
         limit_closes: Connections closed with 1008 for going over ``max_connections``.
         dropped_frames: Frames not sent because the server was stalled.
     """
+
+    name = "FakeAlchemy"
+    url_path = "/v2"
 
     api_key: str = "test-key-0123"
     network_version: str = "1"
@@ -225,101 +226,48 @@ class FakeAlchemy:
     max_connections: int = 100
     max_subscriptions: int = 1000
     max_batch: int = 20
-    requests: list[Any] = attrs.field(factory=list, init=False)
-    connections_total: int = attrs.field(default=0, init=False)
+    # Declared again (the base has it too) so that it comes after this fake's own parameters.
+    close_timeout: float = 5.0
     net_version_requests: int = attrs.field(default=0, init=False)
     limit_closes: int = attrs.field(default=0, init=False)
-    dropped_frames: int = attrs.field(default=0, init=False)
-    _url: str | None = attrs.field(default=None, init=False)
-    _stalled: bool = attrs.field(default=False, init=False)
-    _rejections: collections.deque[int] = attrs.field(factory=collections.deque, init=False)
     _faults: collections.deque[tuple[int, str, bool]] = attrs.field(
         factory=collections.deque, init=False
     )
-    _conns: dict[_Conn, None] = attrs.field(factory=dict, init=False, repr=False)
-    _changed: trio.Event = attrs.field(factory=trio.Event, init=False, repr=False)
 
-    @property
-    def url(self) -> str:
-        """The endpoint to plan with, e.g. ``ws://127.0.0.1:40123/v2``.
+    # The protocol, as FakeVenueServer hooks.
 
-        Raises:
-            UsageError: the server has not been started.
-        """
-        if self._url is None:
-            raise UsageError(
-                "FakeAlchemy.url is not known yet: start it with `await nursery.start(fake.serve)`"
-            )
-        return self._url
-
-    async def serve(
-        self,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Listen on ``host``:``port`` (0: any free port) until cancelled; reports the URL."""
-        listeners = await trio.open_tcp_listeners(port, host=host)
-        bound = listeners[0].socket.getsockname()
-        self._url = f"ws://{bound[0]}:{bound[1]}/v2"
-        async with trio.open_nursery() as nursery:
-            await nursery.start(trio.serve_listeners, self._handle_tcp, listeners)
-            task_status.started(self._url)
-
-    async def _handle_tcp(self, stream: trio.SocketStream) -> None:
-        try:
-            async with trio.open_nursery() as nursery:
-                request: WebSocketRequest | None = None
-                with trio.move_on_after(10):
-                    request = await trio_websocket.wrap_server_stream(nursery, stream)
-                if request is not None:
-                    await self._handle_request(request, stream)
-                nursery.cancel_scope.cancel()
-        finally:
-            with trio.CancelScope(shield=True):
-                await stream.aclose()
-
-    async def _handle_request(self, request: WebSocketRequest, stream: trio.SocketStream) -> None:
-        if self._rejections:
-            status = self._rejections.popleft()
-            await request.reject(status, body=b"rejected by FakeAlchemy.reject_connections")
-            return
-        path = request.path.partition("?")[0]
+    def check_path(self, path: str) -> tuple[int, str] | None:
+        """Refuse paths other than ``/v2/<key>`` (404) and a wrong key (401)."""
+        path = path.partition("?")[0]
         if not path.startswith("/v2/"):
-            await request.reject(404, body=b"Not found: use /v2/<api key>")
-            return
+            return 404, "Not found: use /v2/<api key>"
         if path != f"/v2/{self.api_key}":
-            await request.reject(401, body=b"Must be authenticated!")
-            return
-        ws = await request.accept()
-        if len(self._conns) >= self.max_connections:
-            self.limit_closes += 1
-            self._notify()
-            with contextlib.suppress(trio_websocket.ConnectionClosed):
-                await ws.aclose(1008, _LIMIT_CLOSE)
-            return
-        conn = _Conn(ws, stream)
-        self._conns[conn] = None
-        self.connections_total += 1
-        self._notify()
-        try:
-            while True:
-                try:
-                    message = await ws.get_message()
-                except trio_websocket.ConnectionClosed:
-                    return
-                reply = self._handle_message(conn, message)
-                if reply is not None:
-                    await self._send(conn, orjson.dumps(reply).decode())
-        finally:
-            del self._conns[conn]
-            self._notify()
-            conn.done.set()
+            return 401, "Must be authenticated!"
+        return None
+
+    def check_accepted(self, path: str) -> tuple[int, str] | None:
+        """Close a connection over ``max_connections`` with 1008."""
+        if self.connection_count < self.max_connections:
+            return None
+        self.limit_closes += 1
+        self.notify()
+        return 1008, _LIMIT_CLOSE
+
+    def init_connection(self, conn: FakeConnection) -> None:
+        """Start with no subscriptions."""
+        conn.state["alchemy"] = {}
+
+    async def on_receive(self, conn: FakeConnection, message: str | bytes) -> None:
+        """Answer one JSON-RPC request or batch."""
+        reply = self._handle_message(conn, message)
+        if reply is None:
+            await trio.lowlevel.checkpoint()
+        else:
+            await self.send(conn, orjson.dumps(reply).decode())
 
     # JSON-RPC.
 
-    def _handle_message(self, conn: _Conn, message: str | bytes) -> Any:
+    def _handle_message(self, conn: FakeConnection, message: str | bytes) -> Any:
         try:
             obj = orjson.loads(message)
         except orjson.JSONDecodeError:
@@ -333,7 +281,7 @@ class FakeAlchemy:
             return [r for r in replies if r is not None]
         return self._answer(conn, obj)
 
-    def _answer(self, conn: _Conn, req: Any) -> Any:
+    def _answer(self, conn: FakeConnection, req: Any) -> Any:
         if not isinstance(req, dict):
             return _error(None, -32600, "Invalid Request")
         self.requests.append(req)
@@ -353,14 +301,14 @@ class FakeAlchemy:
         if method == "eth_unsubscribe":
             if len(params) != 1 or not isinstance(params[0], str):
                 return _error(rid, -32602, "invalid params: expected [subscription id]")
-            found = conn.subs.pop(params[0], None) is not None
-            self._notify()
+            found = _subs(conn).pop(params[0], None) is not None
+            self.notify()
             return {"jsonrpc": "2.0", "id": rid, "result": found}
         if method == "eth_subscribe":
             return self._subscribe(conn, rid, params)
         return _error(rid, -32601, f"Method not found: {method}")
 
-    def _subscribe(self, conn: _Conn, rid: Any, params: list[Any]) -> Any:
+    def _subscribe(self, conn: FakeConnection, rid: Any, params: list[Any]) -> Any:
         if self._faults:
             code, message, with_id = self._faults.popleft()
             reply = _error(rid, code, message)
@@ -374,40 +322,25 @@ class FakeAlchemy:
             flt = _check_filter(params[0], params[1:])
         except _BadParams as exc:
             return _error(rid, -32602, f"invalid params: {exc}")
-        if len(conn.subs) >= self.max_subscriptions:
+        if len(_subs(conn)) >= self.max_subscriptions:
             return _error(rid, -32000, f"too many subscriptions (max {self.max_subscriptions})")
         sub = SubscriptionInfo("0x" + secrets.token_hex(16), params[0], flt)
-        conn.subs[sub.id] = sub
-        self._notify()
+        _subs(conn)[sub.id] = sub
+        self.notify()
         return {"jsonrpc": "2.0", "id": rid, "result": sub.id}
-
-    async def _send(self, conn: _Conn, text: str) -> bool:
-        if self._stalled:
-            self.dropped_frames += 1
-            await trio.lowlevel.checkpoint()
-            return False
-        try:
-            await conn.ws.send_message(text)
-        except trio_websocket.ConnectionClosed:
-            return False
-        return True
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
 
     # Publishing.
 
     async def _publish(self, kind: str, make: Any) -> int:
         """Send ``make(sub)`` (None: skip) to each matching subscription; how many got it."""
         sent = 0
-        for conn in list(self._conns):
-            for sub in list(conn.subs.values()):
+        for conn in self.connections:
+            for sub in list(_subs(conn).values()):
                 if sub.type != kind:
                     continue
                 result = make(sub)
                 if result is not None:
-                    sent += await self._send(conn, notification(sub.id, result))
+                    sent += await self.send(conn, notification(sub.id, result))
         await trio.lowlevel.checkpoint()
         return sent
 
@@ -448,14 +381,6 @@ class FakeAlchemy:
         sent = await self._publish("alchemy_pendingTransactions", make)
         return sent + await self._publish("newPendingTransactions", lambda sub: tx["hash"])
 
-    async def send_raw(self, text: str) -> int:
-        """Send ``text`` as is to every connection (malformed or unexpected frames)."""
-        sent = 0
-        for conn in list(self._conns):
-            sent += await self._send(conn, text)
-        await trio.lowlevel.checkpoint()
-        return sent
-
     # Faults.
 
     def fail_next_subscribe(self, code: int, message: str, *, with_id: bool = True) -> None:
@@ -473,68 +398,26 @@ class FakeAlchemy:
             with_id=False,
         )
 
-    def reject_connections(self, n: int, status: int = 503) -> None:
-        """Refuse the next ``n`` websocket handshakes with HTTP ``status``."""
-        self._rejections.extend([status] * n)
-
-    def stall(self) -> None:
-        """Stop sending anything (replies, notifications) until :meth:`unstall`."""
-        self._stalled = True
-
-    def unstall(self) -> None:
-        """Resume sending; what was dropped stays dropped."""
-        self._stalled = False
-
-    async def drop_all(self) -> int:
-        """Cut every connection's TCP stream without a close frame; returns once they are gone."""
-        conns = list(self._conns)
-        for conn in conns:
-            await conn.stream.aclose()
-        for conn in conns:
-            await conn.done.wait()
-        return len(conns)
-
-    async def close_all(self, code: int = 1000, reason: str = "") -> int:
-        """Close every connection with a close frame; returns once they are gone."""
-        conns = list(self._conns)
-        for conn in conns:
-            with trio.move_on_after(5), contextlib.suppress(trio_websocket.ConnectionClosed):
-                await conn.ws.aclose(code, reason)
-        for conn in conns:
-            await conn.done.wait()
-        return len(conns)
-
     # Observing.
-
-    @property
-    def connection_count(self) -> int:
-        """How many connections are open now."""
-        return len(self._conns)
 
     def subscriptions(self, kind: str | None = None) -> list[SubscriptionInfo]:
         """Live subscriptions of every open connection (of type ``kind``, if given)."""
         return [
             sub
-            for conn in self._conns
-            for sub in conn.subs.values()
+            for conn in self.connections
+            for sub in _subs(conn).values()
             if kind is None or sub.type == kind
         ]
 
     async def wait_subscribed(self, kind: str, count: int = 1) -> list[SubscriptionInfo]:
         """Wait until at least ``count`` live subscriptions of type ``kind`` exist."""
-        await trio.lowlevel.checkpoint()
-        while len(self.subscriptions(kind)) < count:
-            await self._changed.wait()
+        await self.wait_until(lambda: len(self.subscriptions(kind)) >= count)
         return self.subscriptions(kind)
 
     async def wait_limit_closes(self, total: int) -> None:
         """Wait until ``limit_closes`` reaches ``total``."""
-        await trio.lowlevel.checkpoint()
-        while self.limit_closes < total:
-            await self._changed.wait()
+        await self.wait_until(lambda: self.limit_closes >= total)
 
     async def wait_connections(self, total: int) -> None:
-        """Wait until ``connections_total`` reaches ``total``."""
-        await trio.lowlevel.checkpoint()
-        while self.connections_total < total:
-            await self._changed.wait()
+        """Wait until ``connections_total`` reaches ``total`` (not: that many are open)."""
+        await self.wait_until(lambda: self.connections_total >= total)

@@ -4,6 +4,7 @@ A venue fake subclasses :class:`FakeVenueServer` and implements :meth:`~FakeVenu
 (the greeting), :meth:`~FakeVenueServer.on_message` (the control protocol) and, if the venue
 pushes something periodically, :meth:`~FakeVenueServer.background`. A fake that needs more
 overrides :meth:`~FakeVenueServer.check_path` (refuse handshakes, with any HTTP status),
+:meth:`~FakeVenueServer.check_accepted` (close a websocket as soon as it is accepted),
 :meth:`~FakeVenueServer.init_connection` (per-connection state, before anything else happens),
 :meth:`~FakeVenueServer.on_frame` (every frame the client sends, pings and pongs included) or
 :meth:`~FakeVenueServer.on_receive` (whole messages, before any JSON parsing). The base class
@@ -22,6 +23,7 @@ drives it.
 from __future__ import annotations
 
 import collections
+import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
@@ -235,6 +237,8 @@ class FakeVenueServer:
     name: ClassVar[str] = "FakeVenue"
     bytes_as_text: ClassVar[bool] = True
     """Whether :meth:`send` turns ``bytes`` into a UTF-8 text frame (else a binary frame)."""
+    url_path: ClassVar[str] = ""
+    """Appended to ``ws://host:port`` in :attr:`url` (e.g. ``"/v2"``)."""
 
     close_timeout: float = 5.0
     requests: list[Any] = attrs.field(factory=list, init=False)
@@ -255,6 +259,14 @@ class FakeVenueServer:
         """Return why ``path`` (with its query) is refused, or None to accept it.
 
         A ``str`` is the body of an HTTP 404; ``(status, body)`` answers with another status.
+        """
+        return None
+
+    def check_accepted(self, path: str) -> tuple[int, str] | None:
+        """Return ``(code, reason)`` to close a just-accepted websocket at once, or None.
+
+        For a venue that accepts the handshake and then refuses (a connection limit). A
+        websocket closed here is not a connection: it is not counted and no other hook sees it.
         """
         return None
 
@@ -309,7 +321,7 @@ class FakeVenueServer:
 
     @property
     def url(self) -> str:
-        """The base URL, e.g. ``ws://127.0.0.1:40123``.
+        """The base URL, e.g. ``ws://127.0.0.1:40123`` (then :attr:`url_path`).
 
         Raises:
             UsageError: the server has not been started.
@@ -344,7 +356,7 @@ class FakeVenueServer:
             listeners = await trio.open_tcp_listeners(port, host=host)
             address, bound = listeners[0].socket.getsockname()[:2]
             shown = f"[{address}]" if ":" in address else address
-            self._url = f"ws://{shown}:{bound}"
+            self._url = f"ws://{shown}:{bound}{self.url_path}"
             async with trio.open_nursery() as nursery:
                 await nursery.start(trio.serve_listeners, self._handle_tcp, listeners)
                 task_status.started(self._url)
@@ -380,6 +392,14 @@ class FakeVenueServer:
                 return
             ws = await request.accept()
         except trio_websocket.ConnectionClosed:  # the client left mid-handshake
+            return
+        refusal = self.check_accepted(request.path)
+        if refusal is not None:
+            with (
+                trio.move_on_after(self.close_timeout),
+                contextlib.suppress(trio_websocket.ConnectionClosed),
+            ):
+                await ws.aclose(*refusal)
             return
         try:
             async with trio.open_nursery() as nursery:
