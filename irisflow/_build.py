@@ -7,18 +7,20 @@ decoder spends on a message. :func:`fast_constructor` builds the same instance i
 
 1. a private subclass that adds no slots and restores ``object``'s ``__setattr__`` and
    ``__delattr__``, so its attribute stores are plain slot stores;
-2. a generated function (as attrs generates ``__init__``) that makes an instance of that
-   subclass, stores every field, and then sets the instance's ``__class__`` to the event
-   class. The layouts are identical, so CPython allows the switch.
+2. a function generated once per class (as attrs and dataclasses generate ``__init__``:
+   source text made of the field names, compiled) that makes an instance of that subclass,
+   stores every field, and then sets the instance's ``__class__`` to the event class. The
+   layouts are identical, so CPython allows the switch.
 
 What comes out is an instance of the event class itself: frozen, equal and hashing as one built
 by ``__init__`` (the tests check this field by field). Only classes whose fields have no
-validators, converters or factories qualify, which holds for every event kind; anything else
-raises :class:`TypeError` when the constructor is made, not when it runs.
+validators, converters or factories qualify, which holds for every kind a venue decodes;
+anything else raises :class:`TypeError` when the constructor is made, not when it runs.
 """
 
 from __future__ import annotations
 
+import keyword
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -72,6 +74,10 @@ def fast_constructor(cls: type[_T]) -> Callable[..., _T]:
         else:
             namespace[f"_default_{field.name}"] = default
             params.append(f"{field.name}=_default_{field.name}")
+    # The generated source below holds nothing but these names (attrs field names, which are
+    # identifiers by construction: checked again here) and fixed text; no user text reaches it.
+    if not all(f.name.isidentifier() and not keyword.iskeyword(f.name) for f in fields):
+        raise TypeError(f"{cls.__name__} has a field name that is not an identifier")
     namespace["_filler"] = type(
         f"_{cls.__name__}Filler",
         (cls,),
