@@ -1,32 +1,33 @@
-"""Fast constructors for frozen event classes: the decoders' per-message allocation.
+"""Fast builders for the frozen market-data events: the decoders' per-message allocation.
 
 A frozen attrs class sets each field in ``__init__`` through ``object.__setattr__``, because its
 own ``__setattr__`` refuses writes. That is a method call per field, about four times the cost
 of a plain slot store; for a nine-field :class:`~irisflow.Trade` it was most of the time a
-decoder spends on a message. :func:`fast_constructor` builds the same instance in a cheaper way:
+decoder spends on a message. The ``build_*`` functions here make the same instance in a
+cheaper way:
 
-1. a private subclass that adds no slots and restores ``object``'s ``__setattr__`` and
-   ``__delattr__``, so its attribute stores are plain slot stores;
-2. a function generated once per class (as attrs and dataclasses generate ``__init__``:
-   source text made of the field names, compiled) that makes an instance of that subclass,
-   stores every field, and then sets the instance's ``__class__`` to the event class. The
-   layouts are identical, so CPython allows the switch.
+1. :func:`filler` makes, once per class, a private subclass that adds no slots and restores
+   ``object``'s ``__setattr__`` and ``__delattr__``, so attribute stores on its instances are
+   plain slot stores;
+2. a builder makes an instance of that subclass, stores every field, and then sets the
+   instance's ``__class__`` to the event class. The layouts are identical, so CPython allows
+   the switch.
 
 What comes out is an instance of the event class itself: frozen, equal and hashing as one built
-by ``__init__`` (the tests check this field by field). Only classes whose fields have no
-validators, converters or factories qualify, which holds for every kind a venue decodes;
-anything else raises :class:`TypeError` when the constructor is made, not when it runs.
+by ``__init__``. The builders take the class's arguments in the class's order, with its
+defaults; the tests build every field of every kind both ways and compare, so a field added to
+a class and not to its builder fails there. Only classes whose fields have no validators,
+converters or factories may have a builder (:func:`filler` refuses the others).
 """
 
 from __future__ import annotations
 
-import keyword
-from collections.abc import Callable
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import attrs
 
-from ._events import Book, BookUpdate, Candle, Quote, Ticker, Trade
+from ._events import Book, BookUpdate, Candle, Level, Quote, Ticker, Trade
 
 __all__ = [
     "build_book",
@@ -35,15 +36,16 @@ __all__ = [
     "build_quote",
     "build_ticker",
     "build_trade",
-    "fast_constructor",
+    "filler",
 ]
 
 _T = TypeVar("_T")
 
+_new = object.__new__
 
-def fast_constructor(cls: type[_T]) -> Callable[..., _T]:
-    """A function taking the arguments of ``cls(...)`` (positional or by name) that returns the
-    same frozen instance, faster.
+
+def filler(cls: type[_T]) -> type[_T]:
+    """The subclass of ``cls`` whose instances take plain slot stores (see the module docs).
 
     Raises:
         TypeError: ``cls`` is not an attrs class whose fields can simply be set in order (a
@@ -52,62 +54,214 @@ def fast_constructor(cls: type[_T]) -> Callable[..., _T]:
     """
     if not attrs.has(cls):
         raise TypeError(f"{cls.__name__} is not an attrs class")
-    fields = attrs.fields(cls)
     for hook in ("__attrs_pre_init__", "__attrs_post_init__", "_attrs_cached_hash"):
         if hasattr(cls, hook):
-            raise TypeError(f"{cls.__name__} has {hook}, which a fast constructor would skip")
-    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
-    params: list[str] = []
-    for field in fields:
-        default = field.default
+            raise TypeError(f"{cls.__name__} has {hook}, which a builder would skip")
+    for field in attrs.fields(cls):
         if (
             field.validator is not None
             or field.converter is not None
             or not field.init
             or field.kw_only
             or field.alias != field.name
-            or isinstance(default, attrs.Factory)  # type: ignore[arg-type]
+            or isinstance(field.default, attrs.Factory)  # type: ignore[arg-type]
         ):
             raise TypeError(f"field {field.name!r} of {cls.__name__} needs attrs' __init__")
-        if default is attrs.NOTHING:
-            params.append(field.name)
-        else:
-            namespace[f"_default_{field.name}"] = default
-            params.append(f"{field.name}=_default_{field.name}")
-    # The generated source below holds nothing but these names (attrs field names, which are
-    # identifiers by construction: checked again here) and fixed text; no user text reaches it.
-    if not all(f.name.isidentifier() and not keyword.iskeyword(f.name) for f in fields):
-        raise TypeError(f"{cls.__name__} has a field name that is not an identifier")
-    namespace["_filler"] = type(
-        f"_{cls.__name__}Filler",
-        (cls,),
-        {
-            "__slots__": (),
-            # Both: CPython takes the plain slot store only when neither is overridden.
-            "__setattr__": object.__setattr__,
-            "__delattr__": object.__delattr__,
-            "__module__": cls.__module__,
-        },
-    )
-    stores = "".join(f"    o.{field.name} = {field.name}\n" for field in fields)
-    source = (
-        f"def build({', '.join(params)}):\n"
-        "    o = _new(_filler)\n"
-        f"{stores}"
-        "    o.__class__ = _cls\n"
-        "    return o\n"
-    )
-    exec(compile(source, f"<irisflow fast constructor of {cls.__qualname__}>", "exec"), namespace)
-    build: Callable[..., _T] = namespace["build"]
-    build.__qualname__ = build.__name__ = f"build_{cls.__name__}"
-    build.__doc__ = f"Build a {cls.__name__} (same arguments, same result as the class)."
-    return build
+    namespace: dict[str, Any] = {
+        "__slots__": (),
+        # Both: CPython takes the plain slot store only when neither is overridden.
+        "__setattr__": object.__setattr__,
+        "__delattr__": object.__delattr__,
+        "__module__": cls.__module__,
+    }
+    return type(f"_{cls.__name__}Filler", (cls,), namespace)
 
 
-# The market-data kinds every venue decoder builds, once for all of them.
-build_trade = fast_constructor(Trade)
-build_quote = fast_constructor(Quote)
-build_candle = fast_constructor(Candle)
-build_ticker = fast_constructor(Ticker)
-build_book = fast_constructor(Book)
-build_book_update = fast_constructor(BookUpdate)
+_TradeFiller = filler(Trade)
+_QuoteFiller = filler(Quote)
+_CandleFiller = filler(Candle)
+_TickerFiller = filler(Ticker)
+_BookFiller = filler(Book)
+_BookUpdateFiller = filler(BookUpdate)
+
+
+def build_trade(
+    venue: str,
+    symbol: str,
+    ts: int,
+    recv_ts: int,
+    price: Decimal,
+    qty: Decimal,
+    side: str,
+    trade_id: int | None,
+    aggregate: bool = False,
+) -> Trade:
+    """``Trade(...)``, faster."""
+    o: Any = _new(_TradeFiller)
+    o.venue = venue
+    o.symbol = symbol
+    o.ts = ts
+    o.recv_ts = recv_ts
+    o.price = price
+    o.qty = qty
+    o.side = side
+    o.trade_id = trade_id
+    o.aggregate = aggregate
+    o.__class__ = Trade
+    return o  # type: ignore[no-any-return]
+
+
+def build_quote(
+    venue: str,
+    symbol: str,
+    ts: int,
+    recv_ts: int,
+    bid_price: Decimal,
+    bid_qty: Decimal | None,
+    ask_price: Decimal,
+    ask_qty: Decimal | None,
+    update_id: int | None = None,
+) -> Quote:
+    """``Quote(...)``, faster."""
+    o: Any = _new(_QuoteFiller)
+    o.venue = venue
+    o.symbol = symbol
+    o.ts = ts
+    o.recv_ts = recv_ts
+    o.bid_price = bid_price
+    o.bid_qty = bid_qty
+    o.ask_price = ask_price
+    o.ask_qty = ask_qty
+    o.update_id = update_id
+    o.__class__ = Quote
+    return o  # type: ignore[no-any-return]
+
+
+def build_candle(
+    venue: str,
+    symbol: str,
+    ts: int,
+    recv_ts: int,
+    interval: str,
+    start: int,
+    end: int,
+    open: Decimal,
+    high: Decimal,
+    low: Decimal,
+    close: Decimal,
+    volume: Decimal,
+    quote_volume: Decimal | None = None,
+    trades: int | None = None,
+    closed: bool = True,
+) -> Candle:
+    """``Candle(...)``, faster."""
+    o: Any = _new(_CandleFiller)
+    o.venue = venue
+    o.symbol = symbol
+    o.ts = ts
+    o.recv_ts = recv_ts
+    o.interval = interval
+    o.start = start
+    o.end = end
+    o.open = open
+    o.high = high
+    o.low = low
+    o.close = close
+    o.volume = volume
+    o.quote_volume = quote_volume
+    o.trades = trades
+    o.closed = closed
+    o.__class__ = Candle
+    return o  # type: ignore[no-any-return]
+
+
+def build_ticker(
+    venue: str,
+    symbol: str,
+    ts: int,
+    recv_ts: int,
+    window: str,
+    last: Decimal,
+    open: Decimal,
+    high: Decimal,
+    low: Decimal,
+    volume: Decimal,
+    quote_volume: Decimal,
+    change: Decimal | None = None,
+    change_pct: Decimal | None = None,
+    vwap: Decimal | None = None,
+    bid_price: Decimal | None = None,
+    bid_qty: Decimal | None = None,
+    ask_price: Decimal | None = None,
+    ask_qty: Decimal | None = None,
+    trades: int | None = None,
+) -> Ticker:
+    """``Ticker(...)``, faster."""
+    o: Any = _new(_TickerFiller)
+    o.venue = venue
+    o.symbol = symbol
+    o.ts = ts
+    o.recv_ts = recv_ts
+    o.window = window
+    o.last = last
+    o.open = open
+    o.high = high
+    o.low = low
+    o.volume = volume
+    o.quote_volume = quote_volume
+    o.change = change
+    o.change_pct = change_pct
+    o.vwap = vwap
+    o.bid_price = bid_price
+    o.bid_qty = bid_qty
+    o.ask_price = ask_price
+    o.ask_qty = ask_qty
+    o.trades = trades
+    o.__class__ = Ticker
+    return o  # type: ignore[no-any-return]
+
+
+def build_book(
+    venue: str,
+    symbol: str,
+    ts: int,
+    recv_ts: int,
+    update_id: int | None,
+    bids: tuple[Level, ...],
+    asks: tuple[Level, ...],
+) -> Book:
+    """``Book(...)``, faster."""
+    o: Any = _new(_BookFiller)
+    o.venue = venue
+    o.symbol = symbol
+    o.ts = ts
+    o.recv_ts = recv_ts
+    o.update_id = update_id
+    o.bids = bids
+    o.asks = asks
+    o.__class__ = Book
+    return o  # type: ignore[no-any-return]
+
+
+def build_book_update(
+    venue: str,
+    symbol: str,
+    ts: int,
+    recv_ts: int,
+    first_update_id: int | None,
+    last_update_id: int | None,
+    bids: tuple[Level, ...],
+    asks: tuple[Level, ...],
+) -> BookUpdate:
+    """``BookUpdate(...)``, faster."""
+    o: Any = _new(_BookUpdateFiller)
+    o.venue = venue
+    o.symbol = symbol
+    o.ts = ts
+    o.recv_ts = recv_ts
+    o.first_update_id = first_update_id
+    o.last_update_id = last_update_id
+    o.bids = bids
+    o.asks = asks
+    o.__class__ = BookUpdate
+    return o  # type: ignore[no-any-return]
