@@ -76,6 +76,7 @@ def run_candidate(name: str, frames: int, directory: Path) -> None:
 
 def count(name: str, frames: int, directory: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONHASHSEED"] = "0"  # string hashes, and so dict probing, the same on every run
     return subprocess.Popen(
         [
             "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
