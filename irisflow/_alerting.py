@@ -18,9 +18,9 @@ import contextlib
 import os
 import re
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn, cast
+from typing import cast
 
 import attrs
 import trio
@@ -29,6 +29,7 @@ from ._alert import Alert
 from ._config import Config
 from ._errors import UsageError
 from ._events import Event
+from ._groups import raise_lone
 from ._outbox import FileOutbox, Outbox
 from ._pg_outbox import PostgresOutbox, open_postgres_outbox
 from ._rules import Rule
@@ -246,7 +247,7 @@ class AlertSink:
                 assert self.settings is not None
                 await self._deliver(stack, outbox, self.settings, batches, task_status)
         except BaseExceptionGroup as group:
-            _raise_lone(group)
+            raise_lone(group)
 
     async def _store(
         self,
@@ -296,22 +297,6 @@ class AlertSink:
 def _alerts(batch: list[Event]) -> list[Alert]:
     # Every event of the run passes here and few are alerts: one class test each, no more.
     return cast("list[Alert]", [event for event in batch if event.__class__ is Alert])
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            yield from _leaves(exc)
-        else:
-            yield exc
-
-
-def _raise_lone(group: BaseExceptionGroup[BaseException]) -> NoReturn:
-    """Raise the one real error from a nursery's group; else the group (e.g. all Cancelled)."""
-    errors = [e for e in _leaves(group) if not isinstance(e, trio.Cancelled)]
-    if len(errors) == 1:
-        raise errors[0] from errors[0].__cause__
-    raise group
 
 
 async def alerts_test(settings: TelegramSettings | None, chat: str | None = None) -> str:

@@ -51,9 +51,9 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Literal, NoReturn, TypeVar
+from typing import Any, Literal, TypeVar
 
 import attrs
 import cattrs
@@ -65,6 +65,7 @@ from ._alert import Alert
 from ._database import connect, pg_message, raise_database_error, redact_dsn, scrub
 from ._errors import DatabaseError, IrisflowError, UsageError
 from ._events import to_datetime
+from ._groups import raise_lone
 from ._outbox import OutboxItem, make_converter
 
 __all__ = ["PostgresOutbox", "PostgresOutboxStatistics", "open_postgres_outbox"]
@@ -617,7 +618,7 @@ async def open_postgres_outbox(
                 finally:
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            _raise_lone(group)
+            raise_lone(group)
     except BaseException:
         await _close(outbox)
         if outbox._queue:
@@ -635,19 +636,3 @@ async def _close(outbox: PostgresOutbox) -> None:
     with trio.move_on_after(5, shield=True):
         await outbox.aclose()
     outbox._closed = True
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            yield from _leaves(exc)
-        else:
-            yield exc
-
-
-def _raise_lone(group: BaseExceptionGroup[BaseException]) -> NoReturn:
-    """Raise the one real error from the nursery's group (the body's); else the group."""
-    errors = [e for e in _leaves(group) if not isinstance(e, trio.Cancelled)]
-    if len(errors) == 1:
-        raise errors[0] from errors[0].__cause__
-    raise group

@@ -31,6 +31,7 @@ from ._duration import format_duration
 from ._errors import DecodeError, IrisflowError, RecordingError, UsageError
 from ._events import Event, Gap
 from ._feed import ConnectionState, FeedItem, FeedStatistics, FeedStats, Frames, now_ns
+from ._groups import leaves
 from ._pipeline import Pipeline
 from ._record import CorruptLine, Recorder, read_recording, read_recordings
 from ._reorg import REORG_HORIZON
@@ -564,18 +565,9 @@ def _where(file: str, line: int) -> str:
 
 def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The exception to show for a failed nursery: irisflow's own first, then the rest."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for sub in exc.exceptions:
-                walk(sub)
-        else:
-            leaves.append(exc)
-
-    walk(group)
+    found = list(leaves(group))
     for cls in (KeyboardInterrupt, IrisflowError):
-        for leaf in leaves:
+        for leaf in found:
             if isinstance(leaf, cls):
                 return leaf
-    return leaves[0] if len(leaves) == 1 else group
+    return found[0] if len(found) == 1 else group

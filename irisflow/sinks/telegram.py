@@ -26,8 +26,7 @@ from __future__ import annotations
 import html
 import logging
 import re
-from collections.abc import Callable, Iterator
-from typing import NoReturn
+from collections.abc import Callable
 
 import attrs
 import trio
@@ -35,6 +34,7 @@ import trio
 from .._alert import SEVERITIES, Alert, Severity
 from .._errors import UsageError, WorldError
 from .._events import to_datetime
+from .._groups import raise_lone
 from .._outbox import Outbox, OutboxItem
 from .._telegram import (
     Pacer,
@@ -246,7 +246,7 @@ class TelegramSink:
                 await self._done.wait()
                 nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            _raise_lone(group)
+            raise_lone(group)
         finally:
             self._report_pending()
 
@@ -550,19 +550,3 @@ def _plain(text: str, parse_mode: ParseMode) -> str:
     if parse_mode == "MarkdownV2":
         return re.sub(r"\\(.)", r"\1", text, flags=re.DOTALL)
     return text
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            yield from _leaves(exc)
-        else:
-            yield exc
-
-
-def _raise_lone(group: BaseExceptionGroup[BaseException]) -> NoReturn:
-    """Raise the one real error from a nursery's group; else the group (e.g. all Cancelled)."""
-    errors = [e for e in _leaves(group) if not isinstance(e, trio.Cancelled)]
-    if len(errors) == 1:
-        raise errors[0] from errors[0].__cause__
-    raise group
