@@ -3,9 +3,12 @@
 Wall-clock rates on a shared machine swing by 30% from one round to the next; valgrind's
 callgrind counts the instructions a run executes, which is the same every time. Each candidate
 runs twice, on ``SMALL`` and ``LARGE`` frames, and the difference divided by ``LARGE - SMALL``
-is its cost per frame, start-up and set-up cancelled out. The live candidates also subtract
-what building the blaster's frames costs per frame (``none``), as that happens before the
-clock starts in ``live_throughput.py``.
+is its cost per frame, start-up and set-up cancelled out.
+
+The live candidates read from a blaster in a process of its own, which valgrind does not
+count. Slowed down by valgrind, the client then always finds the socket full, so every read
+holds the same 64 KiB and the counts repeat; with the blaster in the counted process, how the
+two tasks interleaved moved the counts by a few percent from run to run.
 
 Instructions are not time (cache misses and branch mispredictions are not counted), so these
 ratios are a floor-free companion to the wall-clock scripts, not a replacement.
@@ -17,13 +20,17 @@ count takes a minute or two, and the counts of a group run side by side).
 from __future__ import annotations
 
 import argparse
+import compileall
+import contextlib
 import functools
 import os
+import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import trio
@@ -34,10 +41,30 @@ sys.path.insert(0, str(HERE))
 
 SMALL, LARGE = 5_000, 25_000
 GROUPS = {
-    "live": ("none", "minimal", "watch"),
+    "live": ("minimal", "watch"),
     "replay": ("bare", "replay", "recording"),
 }
 _COLLECTED = re.compile(rb"Collected : (\d+)")
+_NO_ASLR = ["setarch", platform.machine(), "-R"] if shutil.which("setarch") else []
+"""Fixed addresses: with address randomisation on, allocator and dict layouts (and so the
+counts) move by a few hundred instructions per frame from one run to the next."""
+
+
+@contextlib.contextmanager
+def blaster(frames: int) -> Iterator[int]:
+    """A blaster serving ``frames`` trade frames per connection, in its own process: its port."""
+    process = subprocess.Popen(
+        [sys.executable, str(HERE / "_blaster.py"), "--frames", str(frames)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline()  # printed once every frame is built
+        yield int(url.rsplit(":", 1)[1].split("/", 1)[0])
+    finally:
+        process.terminate()
+        process.wait()
 
 
 def run_candidate(name: str, frames: int, directory: Path) -> None:
@@ -48,20 +75,12 @@ def run_candidate(name: str, frames: int, directory: Path) -> None:
     if name in GROUPS["live"]:
         import live_throughput as live
 
-        async def nothing(port: int) -> float:
-            return 0.0
-
         measures: dict[str, Callable[[int], Awaitable[float]]] = {
-            "none": nothing,
             "minimal": live.measure_minimal,
             "watch": functools.partial(live.measure_irisflow_watch, frames=frames),
         }
-        measure = measures[name]
-
-        async def main() -> None:
-            await live.fresh_blaster_run(frames, measure)
-
-        trio.run(main)
+        with blaster(frames) as port:
+            trio.run(measures[name], port)
     else:
         import replay_throughput as replay
 
@@ -79,7 +98,7 @@ def count(name: str, frames: int, directory: Path) -> subprocess.Popen[bytes]:
     env["PYTHONHASHSEED"] = "0"  # string hashes, and so dict probing, the same on every run
     return subprocess.Popen(
         [
-            "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+            *_NO_ASLR, "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
             sys.executable, __file__, "--run", name, str(frames), str(directory / str(frames)),
         ],
         stdout=subprocess.DEVNULL,
@@ -99,6 +118,10 @@ def collected(process: subprocess.Popen[bytes]) -> int:
 def main(group: str, directory: Path) -> None:
     names = GROUPS[group]
     print(f"{group}: instructions per frame ({SMALL:,} and {LARGE:,} frames per run)")
+    # Byte-compile first: a run that finds a module uncompiled spends millions of instructions
+    # compiling it, and whether it does depends on which run got there first.
+    for folder in (HERE.parent / "irisflow", HERE):
+        compileall.compile_dir(folder, quiet=1)
     if group == "replay":  # written here, so the counted runs only read them
         import replay_throughput as replay
 
@@ -109,12 +132,9 @@ def main(group: str, directory: Path) -> None:
     for name in names:
         small, large = count(name, SMALL, directory), count(name, LARGE, directory)
         per_frame[name] = (collected(large) - collected(small)) / (LARGE - SMALL)
-    if group == "live":
-        setup = per_frame.pop("none")
-        per_frame = {name: cost - setup for name, cost in per_frame.items()}
     for name, cost in per_frame.items():
         print(f"  {name:>10}: {cost:>9,.0f}")
-    floor_name = names[1] if group == "live" else names[0]
+    floor_name = names[0]
     floor = per_frame[floor_name]
     for name, cost in per_frame.items():
         if name != floor_name:
