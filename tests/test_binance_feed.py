@@ -371,3 +371,11 @@ def test_control_frames_are_picked_out_of_a_read() -> None:
     frames = [data[0], *control[:4], data[1], *control[4:]]
     assert connection.control_frames(frames) == control
     assert [f for f in frames if connection.is_control(f)] == control
+    # A read of data frames only takes the quick path; one control frame anywhere in it,
+    # however short, is still found.
+    assert connection.control_frames(data * 50) == []
+    for frame in control:
+        for at in (0, 1, 100):
+            read = data * 50
+            read.insert(at, frame)
+            assert connection.control_frames(read) == [frame], (frame, at)

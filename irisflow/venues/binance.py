@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Sequence
+from operator import countOf, itemgetter
 from typing import Any
 
 import attrs
@@ -44,6 +45,7 @@ _DATA = b'{"stream":"'
 """How a data frame starts: its stream name comes first (``!`` names a notice, not data)."""
 _NOTICE = b'{"stream":"!'
 _S, _BANG = _DATA[2], _NOTICE[11]
+_THIRD, _TWELFTH = itemgetter(2), itemgetter(11)
 _SYMBOL = re.compile(r"^[A-Za-z0-9]{2,30}$")
 _PAIR = re.compile(r"^([A-Za-z0-9]{1,15})[-/]([A-Za-z0-9]{1,15})$")
 
@@ -396,11 +398,22 @@ class _Connection(VenueConnection):
     def control_frames(self, frames: Sequence[bytes]) -> list[bytes]:
         """:meth:`is_control` over one read, by bytes at fixed places (it runs on every frame).
 
-        A frame is data when it starts with ``{"s`` and its twelfth byte is not ``!``: two byte
-        reads instead of two ``startswith`` calls. Binance's replies start ``{"result"``,
-        ``{"id"``, ``{"code"`` or ``{"error"``, so none is taken for data; a frame that only
-        looks like data goes to the decoder, which reports it.
+        A frame is data when it starts with ``{"s`` and its twelfth byte is not ``!``. Binance's
+        replies start ``{"result"``, ``{"id"``, ``{"code"`` or ``{"error"``, so none is taken
+        for data; a frame that only looks like data goes to the decoder, which reports it.
+
+        A read of data frames only, the usual one, is recognised without a Python loop: ``map``
+        and ``countOf`` read the two bytes of every frame in C (a sixth of the comprehension's
+        cost). Only a read with a control frame in it, or a frame under 12 bytes, is looked at
+        frame by frame.
         """
+        try:
+            if countOf(map(_THIRD, frames), _S) == len(frames) and _BANG not in map(
+                _TWELFTH, frames
+            ):
+                return []
+        except IndexError:
+            pass  # a frame shorter than 12 bytes: not data
         return [f for f in frames if len(f) < 12 or f[2] != _S or f[11] == _BANG]
 
     def on_control(self, frame: bytes) -> str | None:
