@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import attrs
 import orjson
 import pytest
 from hypothesis import given
@@ -80,6 +81,19 @@ def test_trade_from_the_constructed_example() -> None:
         side="buy",  # m=false: the buyer was the taker
         trade_id=5123456789,
     )
+
+
+def test_trade_built_in_place_is_a_whole_frozen_trade() -> None:
+    """The trade route fills the instance itself: it must come out as Trade(...) would."""
+    (event,), _ = decode(TRADE.replace(b'"m":false', b'"m":true'))
+    assert type(event) is Trade
+    assert attrs.asdict(event) == attrs.asdict(
+        Trade("binance", "BTCUSDT", 1767225600122_000_000, RECV, event.price, event.qty, "sell",
+              5123456789)
+    )  # fmt: skip
+    assert hash(event) == hash(attrs.evolve(event))
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        event.price = Decimal(1)  # type: ignore[misc]
 
 
 def test_agg_trade_taker_sold_when_buyer_was_maker() -> None:
@@ -194,6 +208,15 @@ def test_bad_frames_become_decode_errors_with_a_path(frame: bytes, message: str)
     ((index, error),) = errors
     assert index == 1
     assert message in str(error)
+
+
+def test_errors_name_the_place_of_each_bad_frame_in_the_read() -> None:
+    bad = b"{not json"
+    events, errors = decode(bad, TRADE, bad, TRADE, TRADE, b"[1]", bad)
+    assert len(events) == 3
+    assert [index for index, _ in errors] == [0, 2, 5, 6]
+    _, errors = decode(*(TRADE,) * 40, bad)
+    assert [index for index, _ in errors] == [40]
 
 
 @given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
