@@ -61,6 +61,8 @@ def blaster(frames: int) -> Iterator[int]:
     try:
         assert process.stdout is not None
         url = process.stdout.readline()  # printed once every frame is built
+        if not url.startswith("ws://"):
+            sys.exit(f"the blaster did not start (exit code {process.poll()})")
         yield int(url.rsplit(":", 1)[1].split("/", 1)[0])
     finally:
         process.terminate()
