@@ -45,8 +45,6 @@ __all__ = [
 
 _T = TypeVar("_T")
 
-_new = object.__new__
-
 
 def filler(cls: type[_T]) -> type[_T]:
     """The subclass of ``cls`` whose instances take plain slot stores (see the module docs).
@@ -73,6 +71,8 @@ def filler(cls: type[_T]) -> type[_T]:
             raise TypeError(f"field {field.name!r} of {cls.__name__} needs attrs' __init__")
     namespace: dict[str, Any] = {
         "__slots__": (),
+        # ``Filler()`` takes no arguments and sets nothing: cheaper than ``object.__new__``.
+        "__init__": object.__init__,
         # Both: CPython takes the plain slot store only when neither is overridden.
         "__setattr__": object.__setattr__,
         "__delattr__": object.__delattr__,
@@ -102,7 +102,7 @@ def build_trade(
     aggregate: bool = False,
 ) -> Trade:
     """``Trade(...)``, faster."""
-    o: Any = _new(TradeFiller)
+    o: Any = TradeFiller()
     o.venue = venue
     o.symbol = symbol
     o.ts = ts
@@ -128,7 +128,7 @@ def build_quote(
     update_id: int | None = None,
 ) -> Quote:
     """``Quote(...)``, faster."""
-    o: Any = _new(_QuoteFiller)
+    o: Any = _QuoteFiller()
     o.venue = venue
     o.symbol = symbol
     o.ts = ts
@@ -160,7 +160,7 @@ def build_candle(
     closed: bool = True,
 ) -> Candle:
     """``Candle(...)``, faster."""
-    o: Any = _new(_CandleFiller)
+    o: Any = _CandleFiller()
     o.venue = venue
     o.symbol = symbol
     o.ts = ts
@@ -202,7 +202,7 @@ def build_ticker(
     trades: int | None = None,
 ) -> Ticker:
     """``Ticker(...)``, faster."""
-    o: Any = _new(_TickerFiller)
+    o: Any = _TickerFiller()
     o.venue = venue
     o.symbol = symbol
     o.ts = ts
@@ -236,7 +236,7 @@ def build_book(
     asks: tuple[Level, ...],
 ) -> Book:
     """``Book(...)``, faster."""
-    o: Any = _new(_BookFiller)
+    o: Any = _BookFiller()
     o.venue = venue
     o.symbol = symbol
     o.ts = ts
@@ -259,7 +259,7 @@ def build_book_update(
     asks: tuple[Level, ...],
 ) -> BookUpdate:
     """``BookUpdate(...)``, faster."""
-    o: Any = _new(_BookUpdateFiller)
+    o: Any = _BookUpdateFiller()
     o.venue = venue
     o.symbol = symbol
     o.ts = ts

@@ -5,7 +5,8 @@ the text against the fields of the event kinds a stream can produce (``_expr.py`
 for every kind that has all the fields used, one closure that answers for an event of that
 kind. A call is a ``type(event)`` dict lookup plus that closure; kinds without a closure never
 pass. Common shapes (``field > 45000``, ``field in [...]``, ``field between a and b``) become a
-single closure around an ``operator.attrgetter`` and the constant.
+single closure around the constant; ``field OP constant``, the commonest, reads the field inline
+(see :func:`_field_pred`), the others through an ``operator.attrgetter``.
 
 Numbers stay exact: literals are :class:`~decimal.Decimal`, arithmetic runs in :data:`ARITH`
 (80 significant digits, no traps), nothing is ever converted to float. A comparison with a
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import decimal
 import operator
+import types
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any, TypeAlias, cast
@@ -179,6 +181,96 @@ _CMP_CONST: dict[str, Callable[[Fn, Any], Pred]] = {
     "==": _eq,
     "!=": _ne,
 }
+
+
+# ``field OP constant`` with a plain field, the shape of nearly every filter, reads the field
+# inline: these templates say ``event.the_field``, and :func:`_field_pred` swaps the field's name
+# into the compiled code's names. Reading a slot inline costs a few instructions against
+# hundreds for an ``attrgetter`` call (measured: about 430 an event). Nothing is compiled
+# from text: the code is Python's own, only an attribute name changes, and that name is a
+# field of the event class, checked before.
+
+
+def _gt_field(c: Any) -> Pred:
+    def pred(event: Any) -> Any:
+        try:
+            return event.the_field > c
+        except ArithmeticError:
+            return False
+
+    return pred
+
+
+def _ge_field(c: Any) -> Pred:
+    def pred(event: Any) -> Any:
+        try:
+            return event.the_field >= c
+        except ArithmeticError:
+            return False
+
+    return pred
+
+
+def _lt_field(c: Any) -> Pred:
+    def pred(event: Any) -> Any:
+        try:
+            return event.the_field < c
+        except ArithmeticError:
+            return False
+
+    return pred
+
+
+def _le_field(c: Any) -> Pred:
+    def pred(event: Any) -> Any:
+        try:
+            return event.the_field <= c
+        except ArithmeticError:
+            return False
+
+    return pred
+
+
+def _eq_field(c: Any) -> Pred:
+    def pred(event: Any) -> Any:
+        try:
+            return event.the_field == c
+        except ArithmeticError:
+            return False
+
+    return pred
+
+
+def _ne_field(c: Any) -> Pred:
+    def pred(event: Any) -> Any:
+        try:
+            return event.the_field != c
+        except ArithmeticError:
+            return False
+
+    return pred
+
+
+_FIELD_CMP_CONST: dict[str, Callable[[Any], Pred]] = {
+    ">": _gt_field,
+    ">=": _ge_field,
+    "<": _lt_field,
+    "<=": _le_field,
+    "==": _eq_field,
+    "!=": _ne_field,
+}
+
+
+def _field_pred(op: str, field: str, c: Any) -> Pred:
+    """The template for ``op`` around ``c``, reading ``field`` where it says ``the_field``."""
+    if not field.isidentifier():
+        raise ValueError(f"not a field name: {field!r}")
+    pred = _FIELD_CMP_CONST[op](c)
+    code = pred.__code__
+    names = tuple(field if name == "the_field" else name for name in code.co_names)
+    return types.FunctionType(
+        code.replace(co_names=names), pred.__globals__, pred.__name__, None, pred.__closure__
+    )
 
 
 def _compare(op: str, a: Value, b: Value) -> bool:
@@ -376,6 +468,8 @@ class _Builder:
         if self.is_int(node):
             c = _as_int(c)
         if not nullable:
+            if isinstance(node, Field) and node.name != "kind":
+                return _field_pred(op, node.name, c)
             return _CMP_CONST[op](get, c)
         return _cmp_nullable(get, _OPS[op], c)
 

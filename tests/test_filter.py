@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from irisflow._errors import FilterError, UsageError
 from irisflow._events import KINDS, Book, Candle, Event, Gap, Quote, Ticker, Trade
+from irisflow._expr import kind_fields
 from irisflow._filter import (
     ARITH,
     Expression,
@@ -177,6 +178,42 @@ EXAMPLES = [
 def test_examples(text: str, expected: dict[str, bool]) -> None:
     f = compile_filter(text)
     assert {name: f(event) for name, event in EVENTS.items()} == expected
+
+
+def _every_field_distinct(cls: type[Event]) -> tuple[Event, dict[str, object]]:
+    """An instance of ``cls`` with a value of its own in every number and string field."""
+    event = object.__new__(cls)
+    values: dict[str, object] = {}
+    for number, field in enumerate(attrs.fields(cls)):
+        kind = kind_fields(cls)[field.name]
+        value: object = None
+        if kind.type == "number":
+            value = number if kind.is_int else D(number) + D("0.5")
+        elif kind.type == "string":
+            value = f"{field.name}-value"
+        object.__setattr__(event, field.name, value)
+        if value is not None:
+            values[field.name] = value
+    return event, values
+
+
+@pytest.mark.parametrize("cls", sorted(KINDS.values(), key=lambda c: c.kind), ids=str)
+def test_field_comparisons_read_their_own_field(cls: type[Event]) -> None:
+    """``field OP constant`` reads the field inline (its name swapped into shared code):
+    every field of every kind, with every operator, reads that field and no other."""
+    event, values = _every_field_distinct(cls)
+    for name, value in values.items():
+        if kind_fields(cls)[name].nullable:
+            continue
+        literal = f"'{value}'" if isinstance(value, str) else str(value)
+        for op, expected in [("==", True), ("!=", False), (">=", True), ("<=", True)]:
+            if isinstance(value, str) and op in (">=", "<="):
+                continue
+            f = compile_filter(f"{name} {op} {literal}", [cls])
+            assert f(event) is expected, (cls.kind, name, op)
+        if not isinstance(value, str):
+            assert compile_filter(f"{name} > {value}", [cls])(event) is False
+            assert compile_filter(f"{name} < {value} + 1", [cls])(event) is True
 
 
 def test_call_returns_real_bools() -> None:
