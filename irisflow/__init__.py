@@ -72,6 +72,7 @@ from ._feed import ConnectionState as ConnectionState
 from ._feed import FeedStatistics as FeedStatistics
 from ._feed import Frames as Frames
 from ._feed import Overflow as Overflow
+from ._feed import RawFrame as RawFrame
 from ._filter import Expression as Expression
 from ._filter import Filter as Filter
 from ._filter import compile_expression as compile_expression
@@ -232,6 +233,7 @@ __all__ = [
     "PostgresOutboxStatistics",
     "Problem",
     "Quote",
+    "RawFrame",
     "Recorder",
     "RecordingError",
     "Retraction",

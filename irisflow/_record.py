@@ -32,7 +32,7 @@ import trio
 
 from ._errors import RecordingError
 from ._events import Gap
-from ._feed import FeedItem, Frames, now_ns
+from ._feed import FeedItem, Frames, RawFrame, now_ns
 
 __all__ = [
     "CorruptLine",
@@ -304,7 +304,7 @@ def _read_recorded(
     ``start`` is the line number of the first line.
     """
     loads = orjson.loads
-    frames: list[bytes] = []
+    frames: list[RawFrame] = []
     venue = ""
     recv_ts = first = 0
     for number, raw in enumerate(lines, start=start):

@@ -20,6 +20,7 @@ import ssl
 import urllib.parse
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import cast
 
 import attrs
 import trio
@@ -30,13 +31,16 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from ._errors import ConnectError, ConnectionClosed, UsageError
+from ._feed import RawFrame
 
 __all__ = ["WebSocket", "WebSocketStatistics", "open_websocket"]
 
-_READ_SIZE = 2**16
-"""Bytes asked of one socket read (a read never waits for the buffer to fill). On loopback
-bursts of Binance trades (benchmarks/live_throughput.py) 64 KiB reads gave ~395k msg/s
-against ~365k for 256 KiB and ~390k for 32 KiB: the parse buffer stays cache-sized."""
+_READ_SIZE = 2**17
+"""Bytes asked of one socket read (a read never waits for the buffer to fill). A full read
+holds about 740 Binance trades; against 64 KiB reads that spreads irisflow's per-read costs
+(task switches, channels, batch set-up) over twice the frames: about 700 instructions a
+trade fewer (benchmarks/instructions.py), with no wall-clock difference measurable on a
+shared machine. 256 KiB was slower on loopback bursts: the parse buffer leaves the cache."""
 
 _CLOSE_TIMEOUT = 3.0
 """Seconds to wait for the peer's side of a close handshake before dropping the socket."""
@@ -123,7 +127,7 @@ class WebSocket:
         self._protocol = protocol
         self._send_lock = trio.Lock()
         self._fragments: list[bytes] = []
-        self._pending: list[bytes] = []
+        self._pending: list[RawFrame] = []
         self._error: ConnectionClosed | None = None
         self._closed = False
         self._receiving = False
@@ -168,11 +172,12 @@ class WebSocket:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise self._lost(exc) from exc
 
-    async def receive_batch(self) -> list[bytes]:
+    async def receive_batch(self) -> list[RawFrame]:
         """Read the socket once and return every data message that read completed.
 
-        Text messages come back as their UTF-8 bytes, undecoded. The list may be empty when
-        the read held only control frames or part of a frame; any return means the
+        Text messages come back as their UTF-8 bytes, undecoded and uncopied (the
+        ``bytearray`` websockets' parser made, for a message in one frame). The list may be
+        empty when the read held only control frames or part of a frame; any return means the
         connection is alive. Pings are answered before this returns.
 
         Raises:
@@ -200,7 +205,7 @@ class WebSocket:
         self._reads += 1
         self._bytes_in += len(data)
         protocol.receive_data(data)
-        messages = self._collect(protocol.events_received())
+        messages = self._collect(cast("list[Frame]", protocol.events_received()))
         outgoing = protocol.data_to_send()
         if outgoing:
             try:
@@ -257,22 +262,31 @@ class WebSocket:
 
     # Internals.
 
-    def _collect(self, events: Sequence[object]) -> list[bytes]:
-        messages: list[bytes] = []
-        append = messages.append
-        for event in events:
-            if type(event) is not Frame:
-                continue  # the handshake response, when called from the connect
-            opcode = event.opcode
+    def _collect(self, frames: list[Frame]) -> list[RawFrame]:
+        """The data messages ``frames`` complete; pings are counted (websockets queued pongs).
+
+        The usual read holds final text frames only: one comprehension takes their payloads.
+        Any other frame (binary, a fragment, a ping, a close) sends the read the long way.
+        """
+        messages = [frame.data for frame in frames if frame.opcode is _TEXT and frame.fin]
+        if len(messages) == len(frames):
+            # websockets' parser gives a bytearray (bytes from an extension), never a view.
+            return cast("list[RawFrame]", messages)
+        return self._collect_each(frames)
+
+    def _collect_each(self, frames: list[Frame]) -> list[RawFrame]:
+        messages: list[RawFrame] = []
+        for frame in frames:
+            opcode = frame.opcode
             if opcode is _TEXT or opcode is _BINARY:
-                if event.fin:
-                    append(bytes(event.data))
+                if frame.fin:
+                    messages.append(cast("RawFrame", frame.data))
                 else:
-                    self._fragments = [bytes(event.data)]
+                    self._fragments = [bytes(frame.data)]
             elif opcode is _CONT:
-                self._fragments.append(bytes(event.data))
-                if event.fin:
-                    append(b"".join(self._fragments))
+                self._fragments.append(bytes(frame.data))
+                if frame.fin:
+                    messages.append(b"".join(self._fragments))
                     self._fragments = []
             elif opcode is _PING:
                 self._pings += 1  # websockets queued the pong; the caller flushes it
@@ -488,7 +502,7 @@ async def _connect(
 
             websocket = WebSocket(stream, protocol, url, name)
             # Frames that came in the same read as the handshake answer are not lost.
-            websocket._pending = websocket._collect(events)
+            websocket._pending = websocket._collect([e for e in events if type(e) is Frame])
             outgoing = protocol.data_to_send()
             if outgoing:
                 try:

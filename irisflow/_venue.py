@@ -17,7 +17,7 @@ import trio
 
 from ._errors import DecodeError, UsageError
 from ._events import Event
-from ._feed import FeedItem, FeedStats, Overflow
+from ._feed import FeedItem, FeedStats, Overflow, RawFrame
 
 __all__ = [
     "ChannelInfo",
@@ -101,7 +101,7 @@ class Decoder(Protocol):
 
     def decode_batch(
         self,
-        frames: Sequence[bytes],
+        frames: Sequence[RawFrame],
         recv_ts: int,
         out: list[Event],
         errors: list[tuple[int, DecodeError]],

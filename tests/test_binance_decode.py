@@ -188,6 +188,49 @@ def test_control_replies_and_notices_decode_to_nothing() -> None:
     assert (events, errors) == ([], [])
 
 
+def test_array_and_notice_streams_decode_on_every_frame() -> None:
+    """Streams whose data is an array, or no market data, stay off the fast path's table:
+    every frame of them still decodes (or decodes to nothing), however many come."""
+    ticker = orjson.loads(MINI_TICKER)["data"]
+    array = orjson.dumps(
+        {"stream": "!miniTicker@arr", "data": [ticker, {**ticker, "s": "ETHUSDT"}]}
+    )
+    notice = b'{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1767225600000}}'
+    decoder = BinanceDecoder()
+    for _ in range(3):
+        out: list[Event] = []
+        errors: list[tuple[int, DecodeError]] = []
+        decoder.decode_batch([array, notice, TRADE, array], RECV, out, errors)
+        assert errors == []
+        assert [(e.kind, e.symbol) for e in out] == [
+            ("ticker", "BTCUSDT"),
+            ("ticker", "ETHUSDT"),
+            ("trade", "BTCUSDT"),
+            ("ticker", "BTCUSDT"),
+            ("ticker", "ETHUSDT"),
+        ]
+
+
+def test_a_stream_is_learnt_from_its_first_good_frame() -> None:
+    """A bad first frame of a new stream is reported; the next good one decodes, and a bad
+    frame after that is still reported with its path."""
+    decoder = BinanceDecoder()
+    bad = TRADE.replace(b'"p":"94250.01000000",', b"")
+    listed = TRADE.replace(b'"data":{', b'"data":[{').replace(b"}}", b"}]}")
+    for frames, kinds, where in [
+        ([bad], [], [(0, "missing field @ $.data.p")]),
+        ([TRADE, bad, TRADE], ["trade", "trade"], [(1, "missing field @ $.data.p")]),
+        ([listed, TRADE], ["trade"], [(0, "@ $.data[0]")]),  # an object stream sent an array
+    ]:
+        out: list[Event] = []
+        errors: list[tuple[int, DecodeError]] = []
+        decoder.decode_batch(frames, RECV, out, errors)
+        assert [e.kind for e in out] == kinds
+        assert [i for i, _ in errors] == [i for i, _ in where]
+        for (_, error), (_, message) in zip(errors, where, strict=True):
+            assert message in str(error), (str(error), message)
+
+
 @pytest.mark.parametrize(
     ("frame", "message"),
     [

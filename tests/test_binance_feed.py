@@ -379,3 +379,8 @@ def test_control_frames_are_picked_out_of_a_read() -> None:
             read = data * 50
             read.insert(at, frame)
             assert connection.control_frames(read) == [frame], (frame, at)
+    # Live frames are bytearrays; a frame that sorts above every reply but is not data goes
+    # to the decoder (which reports it), not to on_control.
+    odd = [bytearray(b'{"type":"x","id":5}'), bytearray(data[0])]
+    assert connection.control_frames(odd) == []
+    assert connection.control_frames([*odd, bytearray(control[0])]) == [control[0]]

@@ -22,6 +22,7 @@ from trio_websocket import WebSocketConnection, WebSocketRequest, serve_websocke
 from websockets.server import ServerProtocol
 
 from irisflow._errors import ConnectError, ConnectionClosed, UsageError
+from irisflow._feed import RawFrame
 from irisflow._transport import WebSocket, WebSocketStatistics, open_websocket
 
 Handler = Callable[[WebSocketRequest], Awaitable[None]]
@@ -97,8 +98,8 @@ async def receive_forever(ws: WebSocket) -> NoReturn:
         await ws.receive_batch()
 
 
-async def receive_n(ws: WebSocket, n: int) -> list[bytes]:
-    messages: list[bytes] = []
+async def receive_n(ws: WebSocket, n: int) -> list[RawFrame]:
+    messages: list[RawFrame] = []
     while len(messages) < n:
         messages += await ws.receive_batch()
     return messages
@@ -143,7 +144,7 @@ async def test_burst_arrives_in_order_and_in_batches() -> None:
         async with ws_server(burst) as url, open_websocket(url) as ws:
             await sent_all.wait()
             sizes: list[int] = []
-            messages: list[bytes] = []
+            messages: list[RawFrame] = []
             while len(messages) < 2000:
                 batch = await ws.receive_batch()
                 sizes.append(len(batch))
@@ -198,6 +199,32 @@ async def test_fragmented_message_between_others() -> None:
         async with raw_server(fragments) as port, open_websocket(f"ws://127.0.0.1:{port}/") as ws:
             messages = await receive_n(ws, 3)
             assert messages == [b"before", b'{"a":"b","c":1}', b"\x00after"]
+            assert ws.statistics().pings_answered == 1
+
+
+async def test_text_messages_come_back_as_the_parsers_bytes_with_pings_among_them() -> None:
+    """A read of text frames is handed on as websockets parsed it (no copy per message); a
+    ping among them takes the long way and loses nothing."""
+
+    async def texts(stream: trio.SocketStream) -> None:
+        protocol = await accept_handshake(stream)
+        await trio.sleep(0.05)  # the client is reading by now: the handshake read is over
+        for text in (b"one", b"two", b"three"):
+            protocol.send_text(text)
+        await flush(stream, protocol)
+        await trio.sleep(0.05)
+        protocol.send_text(b"four")
+        protocol.send_ping(b"between")
+        protocol.send_text(b"five")
+        await flush(stream, protocol)
+        await answer_close(stream, protocol)
+
+    with trio.fail_after(10):
+        async with raw_server(texts) as port, open_websocket(f"ws://127.0.0.1:{port}/") as ws:
+            first = await receive_n(ws, 3)
+            assert first == [b"one", b"two", b"three"]
+            assert all(type(m) is bytearray for m in first)
+            assert await receive_n(ws, 2) == [b"four", b"five"]
             assert ws.statistics().pings_answered == 1
 
 

@@ -40,6 +40,7 @@ from .._chain import (
 )
 from .._errors import DecodeError
 from .._events import Event
+from .._feed import RawFrame
 from ._common import make_decode_error
 
 __all__ = [
@@ -148,7 +149,7 @@ class AlchemyDecoder:
 
     def decode_batch(
         self,
-        frames: Sequence[bytes],
+        frames: Sequence[RawFrame],
         recv_ts: int,
         out: list[Event],
         errors: list[tuple[int, DecodeError]],
@@ -166,7 +167,7 @@ class AlchemyDecoder:
                 what = f"unexpected content ({type(exc).__name__}: {exc}) @ $"
                 errors.append((index, make_decode_error(VENUE, what, frame, cause=exc)))
 
-    def _decode(self, frame: bytes, recv_ts: int, out: list[Event]) -> None:
+    def _decode(self, frame: RawFrame, recv_ts: int, out: list[Event]) -> None:
         try:
             msg = orjson.loads(frame)
         except orjson.JSONDecodeError as err:

@@ -25,13 +25,13 @@ from .._build import (
 )
 from .._errors import DecodeError
 from .._events import Event, Level, Trade
+from .._feed import RawFrame
 from ._common import make_decode_error
 
 __all__ = ["VENUE", "BinanceDecoder"]
 
 VENUE = "binance"
 _MS = 1_000_000  # ns per ms
-_new = object.__new__
 
 Route = Callable[[Any, int], Event]
 
@@ -86,7 +86,7 @@ def _trade(d: Any, recv_ts: int) -> Event:
         qty = _DECIMALS[q]
     except KeyError:
         qty = _new_decimal(q)
-    trade: Any = _new(TradeFiller)
+    trade: Any = TradeFiller()
     trade.venue = VENUE
     trade.symbol = d["s"]
     trade.ts = ts * _MS
@@ -238,7 +238,6 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "depth": ("lastUpdateId", "bids", "asks"),
 }
 _INT_FIELDS = frozenset({"T", "E", "t", "a", "n", "U", "u", "lastUpdateId", "k.t", "k.T", "k.n"})
-_NO_EVENTS: Route | None = None  # routes for streams that carry no market data
 
 
 def _channel_of(stream: str) -> tuple[str, str]:
@@ -290,7 +289,7 @@ def _payload_type(stream: str | None, data: Any) -> str:
     return "?"
 
 
-def _diagnose(frame: bytes, exc: BaseException) -> DecodeError:
+def _diagnose(frame: RawFrame, exc: BaseException) -> DecodeError:
     """Explain why ``frame`` did not decode, as a path into the frame."""
     try:
         msg = orjson.loads(frame)
@@ -331,11 +330,14 @@ class BinanceDecoder:
     """
 
     def __init__(self) -> None:
-        self._routes: dict[str, Route | None] = {}
+        self._routes: dict[str, Route] = {}
+        """Streams whose ``data`` is one object, and their routes: the fast path's table.
+        Array streams (``!miniTicker@arr``) and streams without market data stay out of it,
+        so the per-frame loop needs no test of the payload's type and no ``None`` route."""
 
     def decode_batch(
         self,
-        frames: Sequence[bytes],
+        frames: Sequence[RawFrame],
         recv_ts: int,
         out: list[Event],
         errors: list[tuple[int, DecodeError]],
@@ -348,14 +350,7 @@ class BinanceDecoder:
         for frame in todo:
             try:
                 msg = loads(frame)
-                route = routes[msg["stream"]]
-                data = msg["data"]
-                if route is not None:
-                    if type(data) is dict:
-                        append(route(data, recv_ts))
-                    else:
-                        for item in data:
-                            append(route(item, recv_ts))
+                append(routes[msg["stream"]](msg["data"], recv_ts))
             except Exception as exc:  # any surprise, the slow path sorts it out
                 error = self._slow(frame, recv_ts, out, exc)
                 if error is not None:
@@ -363,21 +358,25 @@ class BinanceDecoder:
                     errors.append((len(frames) - length_hint(todo) - 1, error))
 
     def _slow(
-        self, frame: bytes, recv_ts: int, out: list[Event], exc: BaseException
+        self, frame: RawFrame, recv_ts: int, out: list[Event], exc: BaseException
     ) -> DecodeError | None:
-        """Decode a frame the fast path could not: a new stream, a raw payload or a bad frame."""
+        """Decode a frame the fast path could not: a new stream, an array stream, a stream
+        without market data, a raw payload, or a bad frame."""
         mark = len(out)
         try:
             msg = orjson.loads(frame)
             if isinstance(msg, dict) and isinstance(msg.get("stream"), str) and "data" in msg:
-                stream = msg["stream"]
+                stream, data = msg["stream"], msg["data"]
                 if stream in self._routes:
-                    raise exc
-                route = self._routes[stream] = _route_for_stream(stream)
-                data = msg["data"]
-                if route is not None:
-                    items = data if isinstance(data, list) else (data,)
-                    out.extend([route(item, recv_ts) for item in items])
+                    raise exc  # a stream the fast path knows: this frame is bad
+                route = _route_for_stream(stream)
+                if route is None:
+                    return None  # a notice, or a stream without market data
+                if isinstance(data, list):
+                    out.extend([route(item, recv_ts) for item in data])
+                else:
+                    out.append(route(data, recv_ts))
+                    self._routes[stream] = route  # only once a frame of it decoded
             else:
                 self._decode_raw(msg, recv_ts, out)
         except Exception as err:

@@ -10,7 +10,16 @@ import trio
 
 from .._errors import ConnectError, ConnectionClosed, DecodeError
 from .._events import Gap
-from .._feed import Backoff, ConnectionState, FeedItem, FeedStats, Frames, Overflow, now_ns
+from .._feed import (
+    Backoff,
+    ConnectionState,
+    FeedItem,
+    FeedStats,
+    Frames,
+    Overflow,
+    RawFrame,
+    now_ns,
+)
 from .._transport import WebSocket, open_websocket
 from .._venue import FeedOptions
 
@@ -38,7 +47,7 @@ def join_url(endpoint: str, path: str) -> str:
 
 
 def make_decode_error(
-    venue: str, what: str, frame: bytes, *, cause: BaseException | None = None
+    venue: str, what: str, frame: RawFrame, *, cause: BaseException | None = None
 ) -> DecodeError:
     """A DecodeError that says what is wrong, where, and shows the start of the frame."""
     text = frame[:_SHOWN].decode("utf-8", "replace")
@@ -129,11 +138,11 @@ class VenueConnection:
         """Authenticate and subscribe on a fresh connection; return once data may flow."""
         raise NotImplementedError
 
-    def is_control(self, frame: bytes) -> bool:
+    def is_control(self, frame: RawFrame) -> bool:
         """Whether ``frame`` may be a control message that :meth:`on_control` must see."""
         return True
 
-    def control_frames(self, frames: Sequence[bytes]) -> list[bytes]:
+    def control_frames(self, frames: Sequence[RawFrame]) -> list[RawFrame]:
         """The frames of one read that :meth:`on_control` must see (by :meth:`is_control`).
 
         Venues with a stateless test override this with one comprehension: no method call per
@@ -145,7 +154,7 @@ class VenueConnection:
     def on_disconnect(self) -> None:
         """The connection is gone (it will be reopened unless the run is stopping)."""
 
-    def on_control(self, frame: bytes) -> str | None:
+    def on_control(self, frame: RawFrame) -> str | None:
         """Look at a control frame; return a reason to reconnect after this read, or None.
 
         Raises:
@@ -245,7 +254,7 @@ class VenueConnection:
             if frames:
                 await self.forward(frames)
 
-    async def forward(self, frames: list[bytes]) -> None:
+    async def forward(self, frames: list[RawFrame]) -> None:
         """Show control frames to :meth:`on_control`, then send the whole read on."""
         if not frames:
             return
@@ -256,13 +265,15 @@ class VenueConnection:
         self.stats.frames_in += len(frames)
         self.stats.reads += 1
         item = Frames(self.venue, now_ns(), frames)
-        if self.options.overflow is Overflow.DROP:
-            try:
-                self.send.send_nowait(item)
-            except trio.WouldBlock:
+        try:
+            # No checkpoint when there is room: the next socket read is one, so a task
+            # switch here would be a second one per read.
+            self.send.send_nowait(item)
+        except trio.WouldBlock:
+            if self.options.overflow is Overflow.DROP:
                 self.stats.dropped += len(frames)
-        else:
-            await self.send.send(item)
+            else:
+                await self.send.send(item)
         if self._reconnect is not None:
             reason, self._reconnect = self._reconnect, None
             raise Reconnect(reason)

@@ -23,6 +23,8 @@ from typing import Any
 
 import orjson
 
+from .._feed import RawFrame
+
 __all__ = [
     "RecentIds",
     "Secret",
@@ -41,7 +43,7 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def loads_exact(frame: bytes) -> Any:
+def loads_exact(frame: RawFrame) -> Any:
     """Parse a JSON frame; floats that a double could not hold exactly come back as Decimal.
 
     Raises:

@@ -20,7 +20,7 @@ import trio
 from .._chain import KNOWN_TOKENS, Block, Log, Retraction, Transaction
 from .._errors import ConnectionClosed, IrisflowError, UsageError, VenueError
 from .._events import Event
-from .._feed import FeedItem, FeedStats
+from .._feed import FeedItem, FeedStats, RawFrame
 from .._transport import WebSocket
 from .._venue import ChannelInfo, FeedOptions, Plan, VenueParams, register_venue
 from ._alchemy_decode import (
@@ -434,11 +434,11 @@ class AlchemyConnection(VenueConnection):
             pending = {rid: (_describe(s),) for rid, s in self._pending.items()}
             raise Reconnect(ack_deadline_error(VENUE, self.options.ack_timeout, pending))
 
-    def is_control(self, frame: bytes) -> bool:
+    def is_control(self, frame: RawFrame) -> bool:
         """Notifications name their method up front; anything else may be a response."""
         return b'"eth_subscription"' not in frame[:64]
 
-    def on_control(self, frame: bytes) -> str | None:
+    def on_control(self, frame: RawFrame) -> str | None:
         """Match responses to requests; errors are fatal unless they say "slow down".
 
         Raises:

@@ -24,7 +24,7 @@ import trio
 from .._build import build_book, build_book_update, build_candle, build_quote, build_trade
 from .._errors import DecodeError, UsageError, VenueError
 from .._events import Book, BookUpdate, Candle, Event, Level, Quote, Trade
-from .._feed import FeedItem, FeedStats
+from .._feed import FeedItem, FeedStats, RawFrame
 from .._transport import WebSocket
 from .._venue import ChannelInfo, FeedOptions, Plan, VenueParams, register_venue
 from ._common import (
@@ -92,7 +92,7 @@ class CoinbaseDecoder:
 
     def decode_batch(
         self,
-        frames: Sequence[bytes],
+        frames: Sequence[RawFrame],
         recv_ts: int,
         out: list[Event],
         errors: list[tuple[int, DecodeError]],
@@ -259,7 +259,7 @@ _FIELDS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
-def _diagnose(frame: bytes, exc: BaseException) -> DecodeError:
+def _diagnose(frame: RawFrame, exc: BaseException) -> DecodeError:
     """Explain why ``frame`` did not decode, as a path into the frame."""
     try:
         msg = orjson.loads(frame)
@@ -480,7 +480,7 @@ class _Connection(VenueConnection):
             pending = sorted(f"{c}:{p}" for c, p in self._pending)
             raise Reconnect(ack_deadline_error(VENUE, timeout, {0: pending}))
 
-    def is_control(self, frame: bytes) -> bool:
+    def is_control(self, frame: RawFrame) -> bool:
         """Check ``sequence_num`` of every frame; pick confirmations, errors and holes."""
         match = _SEQUENCE.search(frame)
         if match is None:
@@ -492,7 +492,7 @@ class _Connection(VenueConnection):
             return True
         return b'"subscriptions"' in frame
 
-    def on_control(self, frame: bytes) -> str | None:
+    def on_control(self, frame: RawFrame) -> str | None:
         """A sequence hole resyncs; an error is fatal; confirmations clear pending ones."""
         if self._broken is not None:
             raise Reconnect(self._broken + " (resync)")

@@ -34,7 +34,7 @@ import trio
 from .._build import build_book, build_book_update, build_candle, build_ticker, build_trade
 from .._errors import DecodeError, UsageError, VenueError
 from .._events import Book, BookUpdate, Candle, Event, Level, Ticker, Trade
-from .._feed import FeedItem, FeedStats
+from .._feed import FeedItem, FeedStats, RawFrame
 from .._transport import WebSocket
 from .._venue import ChannelInfo, FeedOptions, Plan, VenueParams, register_venue
 from ._common import (
@@ -115,7 +115,7 @@ class KrakenDecoder:
 
     def decode_batch(
         self,
-        frames: Sequence[bytes],
+        frames: Sequence[RawFrame],
         recv_ts: int,
         out: list[Event],
         errors: list[tuple[int, DecodeError]],
@@ -272,7 +272,7 @@ _LIST_FIELDS = frozenset({"bids", "asks"})
 _INT_FIELDS = frozenset({"trade_id", "interval"})
 
 
-def _diagnose(frame: bytes, exc: BaseException) -> DecodeError:
+def _diagnose(frame: RawFrame, exc: BaseException) -> DecodeError:
     """Explain why ``frame`` did not decode, as a path into the frame."""
     try:
         msg = loads_exact(frame)
@@ -582,15 +582,15 @@ class _Connection(VenueConnection):
             }
             raise Reconnect(ack_deadline_error(VENUE, timeout, pending))
 
-    def is_control(self, frame: bytes) -> bool:
+    def is_control(self, frame: RawFrame) -> bool:
         """Book messages (checksums) and method replies; not trades, tickers, bars, beats."""
         return not frame.startswith(_CHANNEL) or frame.startswith(_BOOK)
 
-    def control_frames(self, frames: Sequence[bytes]) -> list[bytes]:
+    def control_frames(self, frames: Sequence[RawFrame]) -> list[RawFrame]:
         """:meth:`is_control` over one read, inlined (it runs on every frame)."""
         return [f for f in frames if not f.startswith(_CHANNEL) or f.startswith(_BOOK)]
 
-    def on_control(self, frame: bytes) -> str | None:
+    def on_control(self, frame: RawFrame) -> str | None:
         """Check book checksums (a mismatch resyncs); match acks; refusals are fatal."""
         if frame.startswith(_BOOK) or (b'"channel":"book"' in frame and b'"method"' not in frame):
             self._check_book(frame)
@@ -629,7 +629,7 @@ class _Connection(VenueConnection):
                 self._pending = {k: v for k, v in self._pending.items() if v is not pending}
         return None
 
-    def _check_book(self, frame: bytes) -> None:
+    def _check_book(self, frame: RawFrame) -> None:
         try:
             msg = json.loads(frame, parse_float=str, parse_int=str)
             if msg.get("channel") != "book":

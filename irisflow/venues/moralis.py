@@ -65,7 +65,7 @@ from .._chain import (
 )
 from .._errors import DecodeError, UsageError
 from .._events import Event
-from .._feed import FeedItem, FeedStats
+from .._feed import FeedItem, FeedStats, RawFrame
 from .._venue import ChannelInfo, FeedOptions, Plan, VenueParams, register_venue
 from ._common import make_decode_error
 from ._webhook import (
@@ -183,7 +183,7 @@ class MoralisDecoder:
 
     def decode_batch(
         self,
-        frames: Sequence[bytes],
+        frames: Sequence[RawFrame],
         recv_ts: int,
         out: list[Event],
         errors: list[tuple[int, DecodeError]],
@@ -227,7 +227,7 @@ class MoralisDecoder:
                 seen.move_to_end(own)
             # else: a retry, or the unconfirmed copy of a confirmed event: nothing new
 
-    def _parse(self, frame: bytes, recv_ts: int) -> tuple[bool, list[Event]]:
+    def _parse(self, frame: RawFrame, recv_ts: int) -> tuple[bool, list[Event]]:
         try:
             body = orjson.loads(frame)
         except orjson.JSONDecodeError as err:

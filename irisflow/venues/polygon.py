@@ -23,7 +23,7 @@ import trio
 from .._build import build_book, build_candle, build_quote, build_trade
 from .._errors import DecodeError, UsageError, VenueError
 from .._events import Book, Candle, Event, Level, Quote, Trade
-from .._feed import FeedItem, FeedStats
+from .._feed import FeedItem, FeedStats, RawFrame
 from .._transport import WebSocket
 from .._venue import ChannelInfo, FeedOptions, Plan, VenueParams, register_venue
 from ._common import (
@@ -233,7 +233,7 @@ def _is(kind: str, value: Any) -> bool:
     )
 
 
-def _diagnose(frame: bytes, exc: BaseException) -> DecodeError:
+def _diagnose(frame: RawFrame, exc: BaseException) -> DecodeError:
     """Explain why ``frame`` did not decode, as a path into the frame."""
     try:
         items = loads_exact(frame)
@@ -282,7 +282,7 @@ class PolygonDecoder:
 
     def decode_batch(
         self,
-        frames: Sequence[bytes],
+        frames: Sequence[RawFrame],
         recv_ts: int,
         out: list[Event],
         errors: list[tuple[int, DecodeError]],
@@ -573,15 +573,15 @@ class _Connection(VenueConnection):
         if scope.cancelled_caught:
             raise Reconnect(ack_deadline_error(VENUE, timeout, {0: list(self._pending.values())}))
 
-    def is_control(self, frame: bytes) -> bool:
+    def is_control(self, frame: RawFrame) -> bool:
         """Only frames holding a status message matter here."""
         return b'"status"' in frame
 
-    def control_frames(self, frames: Sequence[bytes]) -> list[bytes]:
+    def control_frames(self, frames: Sequence[RawFrame]) -> list[RawFrame]:
         """:meth:`is_control` over one read, inlined (it runs on every frame)."""
         return [f for f in frames if b'"status"' in f]
 
-    def on_control(self, frame: bytes) -> str | None:
+    def on_control(self, frame: RawFrame) -> str | None:
         """Follow the session's statuses; refusals raise :class:`VenueError`."""
         try:
             items = orjson.loads(frame)
