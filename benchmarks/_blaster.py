@@ -9,6 +9,8 @@ never the bottleneck of a throughput measurement.
 Run on its own (one port, serves until interrupted)::
 
     .venv/bin/python benchmarks/_blaster.py --frames 200000
+
+or from a benchmark, in a process of its own: ``with blaster_process(200_000) as port: ...``.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import struct
-from collections.abc import Sequence
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
 from functools import partial
+from pathlib import Path
 
 import orjson
 import trio
@@ -156,6 +161,29 @@ async def serve_blaster(
         await _blast(stream, chunks)
 
     await trio.serve_listeners(handler, listeners)
+
+
+@contextlib.contextmanager
+def blaster_process(frames: int) -> Iterator[int]:
+    """A blaster serving ``frames`` trade frames per connection, in its own process: its port.
+
+    In a process of its own the sender neither shares the client's thread nor is counted
+    with it (``instructions.py`` runs the client under valgrind).
+    """
+    process = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--frames", str(frames)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline()  # printed once every frame is built
+        if not url.startswith("ws://"):
+            sys.exit(f"the blaster did not start (exit code {process.poll()})")
+        yield int(url.rsplit(":", 1)[1].split("/", 1)[0])
+    finally:
+        process.terminate()
+        process.wait()
 
 
 def main() -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import compileall
-import contextlib
 import functools
 import os
 import platform
@@ -30,7 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trio
@@ -50,25 +49,6 @@ _NO_ASLR = ["setarch", platform.machine(), "-R"] if shutil.which("setarch") else
 counts) move by a few hundred instructions per frame from one run to the next."""
 
 
-@contextlib.contextmanager
-def blaster(frames: int) -> Iterator[int]:
-    """A blaster serving ``frames`` trade frames per connection, in its own process: its port."""
-    process = subprocess.Popen(
-        [sys.executable, str(HERE / "_blaster.py"), "--frames", str(frames)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        url = process.stdout.readline()  # printed once every frame is built
-        if not url.startswith("ws://"):
-            sys.exit(f"the blaster did not start (exit code {process.poll()})")
-        yield int(url.rsplit(":", 1)[1].split("/", 1)[0])
-    finally:
-        process.terminate()
-        process.wait()
-
-
 def run_candidate(name: str, frames: int, directory: Path) -> None:
     """Run one candidate on ``frames`` frames (called under valgrind)."""
     from irisflow._cli import tune_gc
@@ -76,12 +56,13 @@ def run_candidate(name: str, frames: int, directory: Path) -> None:
     tune_gc()
     if name in GROUPS["live"]:
         import live_throughput as live
+        from _blaster import blaster_process
 
         measures: dict[str, Callable[[int], Awaitable[float]]] = {
             "minimal": live.measure_minimal,
             "watch": functools.partial(live.measure_irisflow_watch, frames=frames),
         }
-        with blaster(frames) as port:
+        with blaster_process(frames) as port:
             trio.run(measures[name], port)
     else:
         import replay_throughput as replay

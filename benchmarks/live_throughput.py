@@ -1,8 +1,11 @@
 """Live throughput: messages per second through a websocket client, from a fast fake Binance.
 
-Each measurement gets a fresh blaster (benchmarks/_blaster.py) that writes FRAMES trade
-messages as fast as loopback takes them; the client sends SUBSCRIBE, then counts and
-``orjson.loads`` every message until the close frame. Measured:
+A blaster (benchmarks/_blaster.py) in a process of its own writes FRAMES trade messages to
+every connection as fast as loopback takes them; the client sends SUBSCRIBE, then counts and
+``orjson.loads`` every message until the close frame. Each round measures every candidate
+once, each in a fresh ``trio.run``, one after the other, so a round's ratios compare runs made
+within seconds of each other: on a shared machine the speed drifts by a third from one minute
+to the next, and the median of the rounds' ratios is the figure that repeats. Measured:
 
 (a) a minimal Trio client driving websockets' sans-IO ``ClientProtocol`` (the ceiling);
 (b) irisflow's transport, ``irisflow._transport.open_websocket`` + ``receive_batch``;
@@ -31,7 +34,7 @@ from websockets.uri import parse_uri
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _blaster import serve_blaster
+from _blaster import blaster_process
 
 from irisflow._cli import tune_gc
 from irisflow._errors import ConnectionClosed
@@ -41,7 +44,7 @@ from irisflow._transport import open_websocket
 from irisflow.venues.binance import BINANCE
 
 FRAMES = 200_000
-READ_SIZE = 2**16  # the same read size as irisflow's transport
+READ_SIZE = 2**17  # the same read size as irisflow's transport
 SUBSCRIBE = '{"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":1}'
 
 
@@ -87,8 +90,6 @@ async def measure_transport(port: int) -> float:
                     count += 1
         except ConnectionClosed:
             elapsed = time.perf_counter() - start
-        stats = ws.statistics()
-    print(f"    transport: {stats.messages_in / stats.reads:.0f} messages per read", flush=True)
     return count / elapsed
 
 
@@ -110,54 +111,41 @@ async def measure_irisflow_watch(port: int, frames: int = FRAMES) -> float:
     return frames / elapsed
 
 
-async def fresh_blaster_run(frames: int, measure: Callable[[int], Awaitable[float]]) -> float:
-    not_wired: NotImplementedError | None = None
-    async with trio.open_nursery() as nursery:
-        port = await nursery.start(serve_blaster, frames)
-        try:
-            rate = await measure(port)
-        except NotImplementedError as exc:
-            not_wired = exc  # re-raised below, outside the nursery's exception group
-        nursery.cancel_scope.cancel()
-    if not_wired is not None:
-        raise not_wired
-    return rate
-
-
-async def main(frames: int, rounds: int) -> None:
+def main(frames: int, rounds: int) -> None:
     tune_gc()  # as the CLI does before its run
-    print(f"{frames} Binance trade frames per run, {rounds} rounds, best and median of each")
+    print(f"{frames} Binance trade frames per run, {rounds} rounds")
     candidates: dict[str, Callable[[int], Awaitable[float]]] = {
         "minimal sans-IO client": measure_minimal,
         "irisflow transport": measure_transport,
         "irisflow watch": functools.partial(measure_irisflow_watch, frames=frames),
     }
     results: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(rounds):
-        for name, measure in list(candidates.items()):
-            try:
-                rate = await fresh_blaster_run(frames, measure)
-            except NotImplementedError as exc:
-                print(f"  {name}: skipped ({exc})")
-                del candidates[name], results[name]
-                continue
-            results[name].append(rate)
-            print(f"  {name}: {rate:,.0f} msg/s", flush=True)
+    with blaster_process(frames) as port:
+        for number in range(1, rounds + 1):
+            line = []
+            for name, measure in candidates.items():
+                rate = trio.run(measure, port)
+                results[name].append(rate)
+                line.append(f"{name.split()[1]} {rate:,.0f}")
+            print(f"  round {number}: " + ", ".join(line) + " msg/s", flush=True)
     print()
-    best = {name: max(rates) for name, rates in results.items()}
+    floor = results["minimal sans-IO client"]
     for name, rates in results.items():
         print(
-            f"{name:>24}: best {best[name]:>9,.0f} msg/s, median {statistics.median(rates):>9,.0f}"
+            f"{name:>24}: median {statistics.median(rates):>9,.0f} msg/s, best {max(rates):>9,.0f}"
         )
-    ceiling = best["minimal sans-IO client"]
-    for name in best:
-        if name != "minimal sans-IO client":
-            print(f"{name:>24}: {best[name] / ceiling:.2f} x the minimal client")
+    for name, rates in results.items():
+        if rates is not floor:
+            ratios = [rate / ceiling for rate, ceiling in zip(rates, floor, strict=True)]
+            print(
+                f"{name:>24}: {statistics.median(ratios):.2f} x the minimal client"
+                f" (median of the rounds; {min(ratios):.2f} to {max(ratios):.2f})"
+            )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=FRAMES)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
-    trio.run(main, args.frames, args.rounds)
+    main(args.frames, args.rounds)
