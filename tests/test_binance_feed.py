@@ -374,6 +374,7 @@ def test_control_frames_are_picked_out_of_a_read() -> None:
     # A read of data frames only takes the quick path; one control frame anywhere in it,
     # however short, is still found.
     assert connection.control_frames(data * 50) == []
+    assert connection.control_frames([]) == []
     for frame in control:
         for at in (0, 1, 100):
             read = data * 50

@@ -405,7 +405,7 @@ class _Connection(VenueConnection):
         A read of data frames only, the usual one, is recognised by its least frame: one
         ``min``, compared in C, and no Python loop.
         """
-        if min(frames) >= _DATA_FLOOR:
+        if min(frames, default=_DATA_FLOOR) >= _DATA_FLOOR:
             return []
         return [f for f in frames if f < _DATA_FLOOR]
 
