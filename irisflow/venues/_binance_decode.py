@@ -124,7 +124,8 @@ class _TradeData(msgspec.Struct, tag_field="e", tag="trade"):
 
 
 class _TradeFrame(msgspec.Struct):
-    """A combined-stream frame of a ``<symbol>@trade`` stream."""
+    """A combined-stream frame whose data is a trade (the stream name is not read: only a
+    decoder that has seen nothing but trades tries this)."""
 
     data: _TradeData
 
