@@ -101,6 +101,7 @@ def test_agg_trade_taker_sold_when_buyer_was_maker() -> None:
     (event,), _ = decode(AGG_TRADE)
     assert isinstance(event, Trade)
     assert (event.symbol, event.side, event.trade_id) == ("ETHUSDT", "sell", 26129)
+    assert (event.aggregate, event.ts) == (True, 1767225600299 * 1_000_000)
     assert event.price == Decimal("3301.1")
     assert event.qty == Decimal("2.5")
 
